@@ -1,0 +1,1 @@
+"""IGNORE: single positive multi-label learning on HuggingFace Accelerate."""

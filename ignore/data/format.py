@@ -1,0 +1,196 @@
+"""The one on-disk dataset format the trainer reads.
+
+A directory written by `datasets.DatasetDict.save_to_disk` with splits train, val and
+test, plus `spml_meta.json` beside `dataset_dict.json`. Per row:
+  image     path of the image file relative to the image root, or (for datasets that embed
+            their pictures) a `datasets.Image` feature holding the encoded bytes;
+  labels    the clean multi-hot vector (C,) in {0, 1}: metrics and diagnostics only;
+  observed  the observed vector (C,) in {-1, 0, 1}: 1 observed positive, 0 unknown,
+            -1 observed negative. The only labels a loss may read.
+The metadata holds the class names, the source format, the protocol and its seeds, the
+image root and the format version.
+"""
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SPMLError
+from .protocol import PROTOCOL_SEED, observe_positives, split_train_val
+
+FORMAT_VERSION = 1
+META_FILE = "spml_meta.json"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class SplitArrays:
+    """One split before it is written: image paths, clean labels, observed labels."""
+
+    images: list
+    labels: np.ndarray
+    observed: np.ndarray
+
+
+def apply_protocol(train_images, train_labels, test_images, test_labels, *,
+                   num_positives=1, observe_seed=PROTOCOL_SEED, split_seed=PROTOCOL_SEED,
+                   val_fraction=0.2):
+    """Official train/test sets -> our train/val/test with single-positive observations.
+
+    Observations are drawn per phase with a fresh RandomState (official train, then
+    official test), then the official train set is split into train and val.
+    Returns ({split: SplitArrays}, protocol dict for the metadata).
+    """
+    train_labels = np.asarray(train_labels, dtype=np.uint8)
+    test_labels = np.asarray(test_labels, dtype=np.uint8)
+    train_observed = observe_positives(train_labels, num_positives, observe_seed)
+    test_observed = observe_positives(test_labels, num_positives, observe_seed)
+    train_index, val_index = split_train_val(len(train_images), val_fraction, split_seed)
+
+    def take(index):
+        return SplitArrays([train_images[i] for i in index], train_labels[index], train_observed[index])
+
+    splits = {
+        "train": take(train_index),
+        "val": take(val_index),
+        "test": SplitArrays(list(test_images), test_labels, test_observed),
+    }
+    protocol = {
+        "num_positives": num_positives,
+        "observe_seed": observe_seed,
+        "split_seed": split_seed,
+        "val_fraction": val_fraction,
+    }
+    return splits, protocol
+
+
+def write_dataset(out_dir, splits, class_names, *, image_root, source, protocol):
+    """Write `splits` ({name: SplitArrays}) in our format to `out_dir`, atomically.
+
+    image_root: where the relative image paths start; stored as given, a relative root is
+    resolved against `out_dir` when the dataset is read.
+    Written to a temporary sibling and renamed, so a killed run never leaves half a dataset.
+    Files already inside `out_dir` that are not part of a dataset (an images/ folder) stay.
+    """
+    from datasets import Dataset, DatasetDict, Features, Sequence, Value, disable_progress_bars
+
+    disable_progress_bars()
+    out_dir = Path(out_dir)
+    num_classes = len(class_names)
+    features = Features({
+        "image": Value("string"),
+        "labels": Sequence(Value("uint8"), length=num_classes),
+        "observed": Sequence(Value("int8"), length=num_classes),
+    })
+    tables = {}
+    for name in SPLITS:
+        split = splits[name]
+        check_split_arrays(name, split, num_classes)
+        tables[name] = Dataset.from_dict(
+            {"image": list(split.images), "labels": split.labels.tolist(), "observed": split.observed.tolist()},
+            features=features,
+        )
+    meta = {
+        "format": "spml",
+        "version": FORMAT_VERSION,
+        "class_names": list(class_names),
+        "source": source,
+        "image_root": str(image_root),
+        "protocol": protocol,
+        "sizes": {name: len(tables[name]) for name in SPLITS},
+        "images_without_positive": {name: int((splits[name].labels.sum(1) == 0).sum()) for name in SPLITS},
+    }
+    tmp_dir = out_dir.with_name(out_dir.name + ".tmp-write")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    DatasetDict(tables).save_to_disk(str(tmp_dir))
+    (tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in list(SPLITS) + ["dataset_dict.json", META_FILE]:
+        target = out_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(tmp_dir / name, target)
+    shutil.rmtree(tmp_dir)
+    return meta
+
+
+def check_split_arrays(name, split, num_classes):
+    """Shapes and values of one split before writing; raises SPMLError naming the split."""
+    if len(split.images) == 0:
+        raise SPMLError(f"split '{name}' is empty")
+    for what, matrix in (("labels", split.labels), ("observed", split.observed)):
+        if matrix.shape != (len(split.images), num_classes):
+            raise SPMLError(
+                f"split '{name}': {what} has shape {matrix.shape}, expected ({len(split.images)}, {num_classes})"
+            )
+    if not np.isin(split.labels, (0, 1)).all():
+        raise SPMLError(f"split '{name}': labels must be 0 or 1")
+    if not np.isin(split.observed, (-1, 0, 1)).all():
+        raise SPMLError(f"split '{name}': observed labels must be -1, 0 or 1")
+
+
+@dataclass
+class SPMLDataset:
+    """A dataset in our format, loaded: the HF splits, the metadata, the resolved image root."""
+
+    splits: dict
+    meta: dict
+    image_root: Path
+
+    @property
+    def class_names(self):
+        return self.meta["class_names"]
+
+
+def load_dataset(path, image_root=None):
+    """Read a dataset in our format; every problem is one SPMLError naming the file."""
+    from datasets import load_from_disk
+
+    path = Path(path)
+    meta_path = path / META_FILE
+    if not path.is_dir():
+        raise SPMLError(f"{path}: dataset directory not found")
+    if not meta_path.is_file() or not (path / "dataset_dict.json").is_file():
+        raise SPMLError(
+            f"{path}: not a dataset in our format (needs {META_FILE} and dataset_dict.json; "
+            "convert it with a script in data_scripts/)"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as error:
+        raise SPMLError(f"{meta_path}: not valid JSON ({error})") from None
+    if meta.get("format") != "spml" or meta.get("version") != FORMAT_VERSION:
+        raise SPMLError(
+            f"{meta_path}: format {meta.get('format')!r} version {meta.get('version')!r}, "
+            f"this trainer reads 'spml' version {FORMAT_VERSION}"
+        )
+    for key in ("class_names", "image_root", "source", "protocol"):
+        if key not in meta:
+            raise SPMLError(f"{meta_path}: missing key '{key}'")
+    dataset_dict = load_from_disk(str(path))
+    num_classes = len(meta["class_names"])
+    splits = {}
+    for name in SPLITS:
+        if name not in dataset_dict:
+            raise SPMLError(f"{path}: split '{name}' is missing")
+        split = dataset_dict[name]
+        if len(split) == 0:
+            raise SPMLError(f"{path}: split '{name}' is empty")
+        for column in ("image", "labels", "observed"):
+            if column not in split.column_names:
+                raise SPMLError(f"{path}: split '{name}' has no column '{column}'")
+        for column in ("labels", "observed"):
+            length = split.features[column].length
+            if length != num_classes:
+                raise SPMLError(
+                    f"{path}: split '{name}' column '{column}' has {length} classes, "
+                    f"{META_FILE} names {num_classes}"
+                )
+        splits[name] = split
+    root = Path(image_root if image_root is not None else meta["image_root"])
+    if not root.is_absolute():
+        root = path / root
+    return SPMLDataset(splits, meta, root)
