@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SPMLError
 from .format import apply_protocol, write_dataset
 from .protocol import PROTOCOL_SEED
 
@@ -22,8 +23,6 @@ def converter_parser(description):
 
 def check_images_exist(image_root, images):
     """Raise SPMLError naming the first missing image file and how many are missing."""
-    from ..errors import SPMLError
-
     missing = [name for name in images if not (Path(image_root) / name).is_file()]
     if missing:
         raise SPMLError(f"{Path(image_root) / missing[0]}: image file not found ({len(missing)} missing in all)")
@@ -41,6 +40,6 @@ def convert(args, *, class_names, train_images, train_labels, test_images, test_
                          source=source, protocol=protocol)
     sizes = ", ".join(f"{name} {size}" for name, size in meta["sizes"].items())
     mean_positives = float(np.mean(np.asarray(train_labels).sum(1)))
-    print(f"{source}: {len(class_names)} classes; {sizes}; {mean_positives:.2f} positives per train image; "
+    print(f"{source}: {len(class_names)} classes; {sizes}; {mean_positives:.2f} positives per official-train image; "
           f"written to {args.out}")
     return meta

@@ -78,7 +78,7 @@ def write_dataset(out_dir, splits, class_names, *, image_root, source, protocol)
     from datasets import Dataset, DatasetDict, Features, Sequence, Value, disable_progress_bars
 
     disable_progress_bars()
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
     num_classes = len(class_names)
     features = Features({
         "image": Value("string"),
@@ -103,11 +103,16 @@ def write_dataset(out_dir, splits, class_names, *, image_root, source, protocol)
         "sizes": {name: len(tables[name]) for name in SPLITS},
         "images_without_positive": {name: int((splits[name].labels.sum(1) == 0).sum()) for name in SPLITS},
     }
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SPMLError(f"{out_dir}: exists and is not a directory")
     tmp_dir = out_dir.with_name(out_dir.name + ".tmp-write")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     DatasetDict(tables).save_to_disk(str(tmp_dir))
     (tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The metadata goes first and comes back last: a write killed in between leaves a
+    # directory that load_dataset refuses, never a mix of old and new splits that looks whole.
+    (out_dir / META_FILE).unlink(missing_ok=True)
     for name in list(SPLITS) + ["dataset_dict.json", META_FILE]:
         target = out_dir / name
         if target.is_dir():
