@@ -1,0 +1,43 @@
+"""From the data config to the three DataLoaders the trainer prepares."""
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from .demo import ensure_demo_dataset
+from .format import load_dataset
+from .torch_dataset import EpochShuffleSampler, SPMLImageDataset, collate_skipping
+from .views import eval_view, strong_view, weak_view
+
+
+def load_spml_data(data_config, accelerator):
+    """The configured dataset, or the built-in demo (built once, by the main process)."""
+    if data_config.path:
+        return load_dataset(Path(data_config.path), data_config.image_root or None)
+    with accelerator.main_process_first():
+        path = ensure_demo_dataset(seed=data_config.demo_seed)
+    return load_dataset(path, data_config.image_root or None)
+
+
+def build_loaders(data, data_config, method_views, batch_size, seed):
+    """Train loader (shuffled by (seed, epoch), the method's views) and val/test loaders."""
+    size = data_config.image_size
+    train_views = {"weak": weak_view(size)}
+    if "strong" in method_views:
+        train_views["strong"] = strong_view(size)
+    train_split = data.splits["train"]
+    if data_config.train_subset:
+        train_split = train_split.select(range(min(data_config.train_subset, len(train_split))))
+    workers = data_config.num_workers
+    common = dict(num_workers=workers, pin_memory=torch.cuda.is_available(),
+                  persistent_workers=workers > 0, collate_fn=collate_skipping)
+    train_set = SPMLImageDataset(train_split, data.image_root, train_views, data_config.bad_images, seed)
+    # drop_last: a batch of one image would break BatchNorm's batch statistics
+    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=EpochShuffleSampler(len(train_set), seed),
+                              drop_last=True, **common)
+    eval_loaders = [
+        DataLoader(SPMLImageDataset(data.splits[name], data.image_root, {"image": eval_view(size)},
+                                    data_config.bad_images), batch_size=batch_size, shuffle=False, **common)
+        for name in ("val", "test")
+    ]
+    return train_loader, *eval_loaders

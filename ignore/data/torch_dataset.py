@@ -1,0 +1,97 @@
+"""The PyTorch view of one split: decode once, make the views, yield a dict."""
+import logging
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..errors import SPMLError
+from .images import open_rgb
+
+logger = logging.getLogger(__name__)
+BAD_IMAGE_POLICIES = ("error", "skip")
+
+
+def augmentation_seed(seed, epoch, index):
+    """The seed of one sample's random views: a function of (seed, epoch, row) only."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+class EpochShuffleSampler(Sampler):
+    """A shuffled order fixed by (seed, epoch) that yields (epoch, row) keys.
+
+    Carrying the epoch with each row lets the dataset seed that row's augmentations from
+    (seed, epoch, row) alone: the views do not depend on the number of processes or
+    workers, and a run resumed mid-epoch sees exactly the views it would have seen.
+    Accelerate calls set_epoch before each epoch.
+    """
+
+    def __init__(self, num_rows, seed):
+        self.num_rows, self.seed, self.epoch = num_rows, seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.num_rows
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.num_rows, generator=generator).tolist()
+        return iter([(self.epoch, row) for row in order])
+
+
+class SPMLImageDataset(Dataset):
+    """Rows of one split as {"weak", "strong"?, "labels", "observed", "index"}.
+
+    views maps a name ("weak", "strong", or "image" for evaluation) to a transform; each is
+    applied to the same decoded image. A key is a row, or (epoch, row) from
+    EpochShuffleSampler, whose views are then seeded from (seed, epoch, row).
+    bad_images="skip" turns an unreadable image into a {"skipped": row} item, which
+    `collate_skipping` drops and reports; "error" stops with its SPMLError.
+    """
+
+    def __init__(self, split, image_root, views, bad_images="error", seed=0):
+        if bad_images not in BAD_IMAGE_POLICIES:
+            raise SPMLError(f"data.bad_images must be one of {BAD_IMAGE_POLICIES}, got '{bad_images}'")
+        self.images = split["image"]
+        self.labels = torch.from_numpy(np.asarray(split["labels"], dtype=np.float32))
+        self.observed = torch.from_numpy(np.asarray(split["observed"], dtype=np.float32))
+        self.image_root = image_root
+        self.views = views
+        self.bad_images = bad_images
+        self.seed = seed
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, key):
+        if isinstance(key, (tuple, list)):
+            epoch, index = key
+            with torch.random.fork_rng(devices=[]):  # the global RNG stays as it was
+                torch.manual_seed(augmentation_seed(self.seed, epoch, index))
+                return self.load(index)
+        return self.load(key)
+
+    def load(self, index):
+        try:
+            image = open_rgb(self.image_root, self.images[index])
+        except SPMLError as error:
+            if self.bad_images == "error":
+                raise
+            logger.warning("skipping unreadable image: %s", error)
+            return {"skipped": index}
+        item = {name: view(image) for name, view in self.views.items()}
+        item.update(labels=self.labels[index], observed=self.observed[index], index=index)
+        return item
+
+
+def collate_skipping(items):
+    """Default collation of the readable items; the indices of skipped ones go in "skipped"."""
+    skipped = [item["skipped"] for item in items if "skipped" in item]
+    kept = [item for item in items if "skipped" not in item]
+    if not kept:
+        raise SPMLError(f"every image of a batch was unreadable (dataset rows {skipped})")
+    batch = torch.utils.data.default_collate(kept)
+    batch["skipped"] = torch.tensor(skipped, dtype=torch.long)
+    return batch
