@@ -1,0 +1,161 @@
+"""Typed configuration: dataclass defaults, then a YAML file, then dotted overrides.
+
+Device count, precision and gradient accumulation are NOT here: they belong to the
+Accelerate launch config. Every key below is read somewhere; unknown keys are rejected.
+"""
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import SPMLError
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # a dataset in our format; empty = the built-in demo dataset
+    image_root: str = ""  # overrides the image root stored in the dataset
+    image_size: int = 64
+    num_workers: int = 2
+    bad_images: str = "error"  # "error" stops on an unreadable image; "skip" logs and counts it
+    demo_seed: int = 0  # seed of the built-in demo dataset
+    train_subset: int = 0  # use only the first N training rows (0 = all): quick checks
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50
+    pretrained: str = ""  # a local torchvision state dict (.pth or .safetensors); never downloaded
+    head_lr_multiplier: float = 10.0  # the 1x1 CAM head learns this much faster (SPEC 2.9)
+
+
+@dataclass
+class MethodConfig:
+    name: str = "ignore"  # a name in ignore/losses/registry.py
+    warm_up: int = 3  # epochs before any loss is rejected
+    cam_threshold: float = 0.8  # the masked image keeps pixels whose normalised CAM exceeds this
+    gap_lambda: float = 0.999  # EMA decay of the gap threshold
+    avg_lambda: float = 0.999  # EMA decay of the per-class average-logit threshold
+    lat: bool = True  # also require the logit to exceed the class's average logit
+    weight_spbc: float = 0.1  # single-positive BCE on the weak logits
+    weight_ign: float = 1.0  # assume-negative BCE on the strong logits, rejected entries excluded
+    weight_reg: float = 0.5  # MSE between strong and weak logits
+    strong_view: bool = True  # off: the weak logits stand in for the strong ones, no L_reg
+    masked_batchnorm: str = "batch"  # "batch": own batch statistics, running ones untouched; "eval"
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adam"  # adam | adamw
+    lr: float = 1e-3  # backbone learning rate at reference_batch_size
+    reference_batch_size: int = 16  # lr is scaled linearly to the global batch size
+    weight_decay: float = 0.0
+    scheduler: str = "none"  # none | onecycle (max_lr = lr, pct_start 0.2, stepped every iteration)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 32  # per process
+    seed: int = 0
+    output_dir: str = "runs/demo"
+    resume: str = ""  # "" = fresh run, "auto" = the newest checkpoint in output_dir, or a checkpoint path
+    checkpoint_every_steps: int = 0  # also checkpoint every N optimiser steps (0 = epochs only)
+    keep_checkpoints: int = 2
+    log_every: int = 10  # steps between scalar logs (the only host-device syncs of the step)
+    max_steps: int = 0  # stop after this many steps in all (0 = no limit): tests and smoke runs
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def valid_keys(config=None, prefix=""):
+    """Every dotted key of the config, e.g. 'method.warm_up'."""
+    config = config if config is not None else Config()
+    keys = []
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if dataclasses.is_dataclass(value):
+            keys += valid_keys(value, f"{prefix}{item.name}.")
+        else:
+            keys.append(prefix + item.name)
+    return keys
+
+
+def _coerce(key, value, kind):
+    """A YAML or command-line value as the field's type; a clear error otherwise."""
+    if isinstance(value, str) and kind is not str:
+        text = value.strip().lower()
+        if kind is bool and text in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            value = text in ("true", "yes", "on", "1")
+        elif kind in (int, float):
+            try:
+                value = kind(text)  # also "1e-5", which YAML 1.1 leaves a string
+            except ValueError:
+                pass
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+        raise SPMLError(f"config key '{key}' expects {kind.__name__}, got {value!r}")
+    return value
+
+
+def _set(config, key, value):
+    section_name, _, name = key.partition(".")
+    if key not in valid_keys():
+        raise SPMLError(f"unknown config key '{key}'; valid keys: {', '.join(valid_keys())}")
+    section = getattr(config, section_name)
+    kinds = typing.get_type_hints(type(section))
+    setattr(section, name, _coerce(key, value, kinds[name]))
+
+
+def _flatten(tree, prefix=""):
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{name}.")
+        else:
+            yield prefix + str(name), value
+
+
+def load_config(config_file=None, overrides=()):
+    """Defaults <- YAML file <- `key=value` overrides (dotted keys)."""
+    config = Config()
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise SPMLError(f"{path}: config file not found")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise SPMLError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        if not isinstance(tree, dict):
+            raise SPMLError(f"{path}: expected a mapping of sections at the top")
+        for key, value in _flatten(tree):
+            _set(config, key, value)
+    for override in overrides:
+        key, equals, value = override.partition("=")
+        if not equals:
+            raise SPMLError(f"override '{override}' is not of the form key=value")
+        _set(config, key.strip(), value)
+    return config
+
+
+def save_config(config, path):
+    """The merged config as YAML, written atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    tmp.replace(path)
+
+
+def scaled_lr(optim, global_batch_size):
+    """The one place the learning rate follows the batch: linear in the global batch size."""
+    return optim.lr * global_batch_size / optim.reference_batch_size

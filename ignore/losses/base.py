@@ -1,0 +1,66 @@
+"""What every method shares: the step interface and the logits-form loss pieces."""
+import torch.nn.functional as F
+from torch import nn
+
+
+class Method(nn.Module):
+    """A training step: `step(model, batch, epoch) -> dict`.
+
+    The dict holds "loss" (to back-propagate), "logits" (weak-view logits, detached),
+    "parts" (scalars averaged over a log interval) and "counts" (summed over the interval and
+    over ranks); `ratios` names the logged ratios of two counts. `views` lists the dataset
+    views the step reads. Any state that must survive a resume lives in buffers of the
+    method, which the trainer registers for checkpointing.
+    """
+
+    views = ("weak",)
+    ratios = {}
+
+    def __init__(self, config, num_classes, accelerator):
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        self.accelerator = accelerator
+
+    def step(self, model, batch, epoch):
+        raise NotImplementedError
+
+
+def bce(logits, targets):
+    """Element-wise binary cross-entropy in logits form (safe under mixed precision)."""
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+
+
+def masked_mean(values, mask):
+    """Mean of `values` where `mask` holds; 0 (with a gradient path) when nothing is selected."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def observed_positive(batch):
+    return batch["observed"] == 1
+
+
+def detection_counts(flagged, batch):
+    """How well `flagged` (unannotated entries a method suspects) finds the false negatives.
+
+    Measured against the clean training labels, which no loss ever reads.
+    """
+    unannotated_positive = (batch["labels"] == 1) & ~observed_positive(batch)
+    return {
+        "flagged": flagged.sum(),
+        "flagged_true_fn": (flagged & unannotated_positive).sum(),
+        "false_negatives": unannotated_positive.sum(),
+    }
+
+
+DETECTION_RATIOS = {
+    "fn_precision": ("flagged_true_fn", "flagged"),
+    "fn_recall": ("flagged_true_fn", "false_negatives"),
+}
+
+
+def weak_logits(model, batch):
+    """The weak view's forward: (output dict, float32 logits)."""
+    output = model(batch["weak"])
+    return output, output["logits"].float()

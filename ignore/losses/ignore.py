@@ -1,0 +1,97 @@
+"""IGNORE (ECCV 2024): reject the assume-negative loss of likely false negatives.
+
+A label is a likely false negative when its logit drops sharply once the image is masked
+down to the region of the observed positive (the information gap), SPEC section 2.
+"""
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import SPMLError
+from .base import DETECTION_RATIOS, Method, bce, detection_counts, masked_mean, observed_positive
+from .masking import positive_region_mask
+from .thresholds import GapThresholds
+
+MASKED_BATCHNORM_MODES = ("batch", "eval")
+
+
+@contextlib.contextmanager
+def batchnorm_mode(model, mode):
+    """BatchNorm behaviour for the masked pass.
+
+    "batch": normalise with the masked batch's own statistics but leave the running
+    statistics untouched (a masked image is mostly empty: running statistics of whole
+    images distort its logits, SPEC's measured warning). "eval": running statistics.
+    """
+    layers = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    saved = [(layer.training, layer.track_running_stats) for layer in layers]
+    for layer in layers:
+        if mode == "batch":
+            layer.train()
+            layer.track_running_stats = False  # train-mode normalisation, no running update
+        else:
+            layer.eval()
+    try:
+        yield
+    finally:
+        for layer, (training, tracking) in zip(layers, saved):
+            layer.train(training)
+            layer.track_running_stats = tracking
+
+
+class Ignore(Method):
+    ratios = {**DETECTION_RATIOS, "rejected_fraction": ("rejected", "entries")}
+
+    def __init__(self, config, num_classes, accelerator):
+        super().__init__(config, num_classes, accelerator)
+        if config.masked_batchnorm not in MASKED_BATCHNORM_MODES:
+            raise SPMLError(f"method.masked_batchnorm must be one of {MASKED_BATCHNORM_MODES}, "
+                            f"got '{config.masked_batchnorm}'")
+        self.views = ("weak", "strong") if config.strong_view else ("weak",)
+        self.thresholds = GapThresholds(num_classes, config.gap_lambda, config.avg_lambda)
+
+    def step(self, model, batch, epoch):
+        config = self.config
+        weak = batch["weak"]
+        positive = observed_positive(batch)
+        if config.strong_view:
+            weak_output, strong_output = model([weak, batch["strong"]])
+        else:
+            weak_output = strong_output = model(weak)
+        weak_logits = weak_output["logits"].float()
+        strong_logits = strong_output["logits"].float()
+
+        mask = positive_region_mask(weak_output["cam"], positive, weak.shape[-2:], config.cam_threshold)
+        masked_logits = self.masked_logits(model, weak * mask.to(weak.dtype))
+        gap = (weak_logits.detach() - masked_logits).abs()
+        # warm-up included and before the loss, as in the paper's code
+        self.thresholds.update(gap, weak_logits.detach(), positive,
+                               lambda stats: self.accelerator.reduce(stats, reduction="sum"))
+
+        suspect = gap > self.thresholds.gap_threshold
+        if config.lat:
+            suspect &= weak_logits.detach() > self.thresholds.avg_threshold
+        suspect &= ~positive  # only unannotated labels can be false negatives
+        reject = suspect if epoch >= config.warm_up else torch.zeros_like(suspect)
+
+        loss_spbc = masked_mean(bce(weak_logits, torch.ones_like(weak_logits)), positive)
+        loss_ign = masked_mean(bce(strong_logits, positive.float()), ~reject)
+        loss_reg = F.mse_loss(strong_logits, weak_logits) if config.strong_view else weak_logits.new_zeros(())
+        loss = config.weight_spbc * loss_spbc + config.weight_ign * loss_ign + config.weight_reg * loss_reg
+        parts = {
+            "loss_spbc": loss_spbc, "loss_ign": loss_ign, "loss_reg": loss_reg,
+            "gap_threshold": self.thresholds.gap_threshold, "avg_threshold_mean": self.thresholds.avg_threshold.mean(),
+            "masked_area": mask.mean(),
+        }
+        counts = {**detection_counts(suspect, batch), "rejected": reject.sum(),
+                  "entries": torch.tensor(reject.numel(), device=reject.device)}
+        return {"loss": loss, "logits": weak_logits.detach(),
+                "parts": {name: value.detach() for name, value in parts.items()}, "counts": counts}
+
+    def masked_logits(self, model, masked_images):
+        """Logits of the masked images: no graph, unwrapped from DDP, BatchNorm as configured."""
+        network = self.accelerator.unwrap_model(model)
+        with torch.no_grad(), self.accelerator.autocast(), batchnorm_mode(network, self.config.masked_batchnorm):
+            return network(masked_images)["logits"].float()

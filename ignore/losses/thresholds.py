@@ -1,0 +1,40 @@
+"""IGNORE's two running thresholds, identical on every rank (SPEC 2.6)."""
+import torch
+from torch import nn
+
+
+class GapThresholds(nn.Module):
+    """EMA of the mean gap at observed positives (scalar) and of each class's mean logit.
+
+    Each update all-reduces (sum, count) over the ranks before the EMA, so every rank
+    applies the same global-batch statistic and ends with the same bits; sums and counts,
+    not means, because the last batch of each rank can be shorter. Buffers, so they are
+    part of the state dict that checkpoints save and resume restores.
+    """
+
+    def __init__(self, num_classes, gap_lambda, avg_lambda):
+        super().__init__()
+        self.gap_lambda = gap_lambda
+        self.avg_lambda = avg_lambda
+        self.register_buffer("gap_threshold", torch.zeros(()))
+        self.register_buffer("avg_threshold", torch.zeros(num_classes))
+
+    @torch.no_grad()
+    def update(self, gap, logits, observed_positive, reduce_sum):
+        """gap, logits: (B, C) float; observed_positive: (B, C) bool; reduce_sum: all-reduce."""
+        positive = observed_positive.float()
+        statistics = torch.cat([
+            (gap * positive).sum().reshape(1),
+            positive.sum().reshape(1),
+            logits.sum(dim=0),
+            torch.full((1,), float(logits.shape[0]), device=logits.device),
+        ]).double()  # float64 so the sum over ranks does not depend on the order much
+        statistics = reduce_sum(statistics)
+        gap_sum, gap_count = statistics[0], statistics[1]
+        logit_sum, logit_count = statistics[2:-1], statistics[-1]
+        if gap_count > 0:  # a global batch without a positive leaves the threshold as it was
+            gap_mean = (gap_sum / gap_count).float()
+            self.gap_threshold.mul_(self.gap_lambda).add_((1 - self.gap_lambda) * gap_mean)
+        if logit_count > 0:
+            logit_mean = (logit_sum / logit_count).float()
+            self.avg_threshold.mul_(self.avg_lambda).add_((1 - self.avg_lambda) * logit_mean)

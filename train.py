@@ -1,0 +1,145 @@
+"""Train a single-positive multi-label classifier.
+
+    accelerate launch train.py [--config FILE.yaml] [key=value ...]
+    python train.py                      # one process: IGNORE on the built-in demo data
+"""
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from ignore.checkpoint import Progress, export_model, resolve_resume, save_checkpoint, write_json_atomic, EXPORT
+from ignore.config import load_config, save_config, scaled_lr
+from ignore.data.loading import build_loaders, load_spml_data
+from ignore.data.views import IMAGENET_MEAN, IMAGENET_STD
+from ignore.engine import Run, evaluate, train_one_epoch
+from ignore.errors import SPMLError, exit_on_error
+from ignore.losses.registry import build_method
+from ignore.models.cam_resnet import CAMResNet
+from ignore.optim import build_optimizer, build_scheduler
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="a YAML file of settings (see README)")
+    parser.add_argument("overrides", nargs="*", help="dotted settings, e.g. method.warm_up=2 train.epochs=5")
+    return parser.parse_args(argv)
+
+
+@exit_on_error
+def main(argv=None):
+    args = parse_args(argv)
+    config = load_config(args.config, args.overrides)
+    output_dir = Path(config.train.output_dir)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with="tensorboard",
+                              project_dir=str(output_dir), step_scheduler_with_optimizer=False)
+    set_seed(config.train.seed)
+    data = load_spml_data(config.data, accelerator)
+    num_classes = len(data.class_names)
+    model = CAMResNet(config.model.backbone, num_classes, config.model.pretrained)
+    method = build_method(config.method, num_classes, accelerator)
+    train_loader, val_loader, test_loader = build_loaders(data, config.data, method.views,
+                                                          config.train.batch_size, config.train.seed)
+    global_batch = config.train.batch_size * accelerator.num_processes * accelerator.gradient_accumulation_steps
+    lr = scaled_lr(config.optim, global_batch)
+    optimizer = build_optimizer(model, config.optim, config.model.head_lr_multiplier, lr)
+    model, optimizer, train_loader, val_loader, test_loader = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, test_loader)
+    steps_per_epoch = math.ceil(len(train_loader) / accelerator.gradient_accumulation_steps)
+    if steps_per_epoch == 0:
+        raise SPMLError(f"the train split has fewer images than one global batch ({global_batch})")
+    scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch * config.train.epochs)
+    method.to(accelerator.device)
+    progress = Progress()
+    accelerator.register_for_checkpointing(scheduler, method, progress)
+
+    resume_from = resolve_resume(config.train.resume, output_dir)
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        accelerator.print(f"resumed from {resume_from}: epoch {progress.epoch}, step {progress.global_step}")
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, output_dir / "config.yaml")
+    accelerator.init_trackers("tensorboard")
+    accelerator.print(f"{len(data.splits['train'])} train images, {num_classes} classes, method {config.method.name}, "
+                      f"{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:g}")
+
+    run = Run(config, accelerator, model, method, optimizer, scheduler, progress)
+    export_info = {"class_names": data.class_names, "backbone": config.model.backbone,
+                   "image_size": config.data.image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+                   "method": config.method.name, "source": data.meta["source"]}
+    bar = tqdm(total=steps_per_epoch * config.train.epochs, initial=progress.global_step,
+               disable=not accelerator.is_main_process, desc="train")
+    skipped, started = 0, time.time()
+    while progress.epoch < config.train.epochs and not reached_max_steps(config, progress):
+        epoch = progress.epoch
+        train_loader.set_epoch(epoch)
+        loader = accelerator.skip_first_batches(train_loader, progress.step_in_epoch * accelerator.gradient_accumulation_steps)
+        skipped += train_one_epoch(run, epoch, loader, bar)
+        if reached_max_steps(config, progress) and progress.step_in_epoch < steps_per_epoch:
+            break  # a partial epoch: no evaluation, the checkpoint below records where it stopped
+        val_metrics, _ = evaluate(model, val_loader, accelerator)
+        accelerator.log({"val/mAP": val_metrics["mAP"]}, step=progress.global_step)
+        accelerator.print(f"epoch {epoch}: val mAP {val_metrics['mAP']:.2f}")
+        if val_metrics["mAP"] > progress.best_val_map:
+            progress.best_val_map, progress.best_epoch = val_metrics["mAP"], epoch
+            export_model(accelerator, model, {**export_info, "epoch": epoch, "val_mAP": val_metrics["mAP"]}, output_dir)
+        progress.epoch, progress.step_in_epoch = epoch + 1, 0
+        save_checkpoint(accelerator, output_dir, progress, config.train.keep_checkpoints)
+    bar.close()
+    if reached_max_steps(config, progress) and progress.epoch < config.train.epochs:
+        save_checkpoint(accelerator, output_dir, progress, config.train.keep_checkpoints)
+    if progress.best_epoch < 0:
+        accelerator.print(f"stopped at step {progress.global_step} before the first evaluation; no test run")
+        accelerator.end_training()
+        return
+    finish(run, test_loader, output_dir, skipped, time.time() - started)
+
+
+def reached_max_steps(config, progress):
+    return bool(config.train.max_steps) and progress.global_step >= config.train.max_steps
+
+
+def finish(run, test_loader, output_dir, skipped, seconds):
+    """Best epoch's weights on the test split: metrics.json, test scores, a printed table."""
+    accelerator = run.accelerator
+    accelerator.wait_for_everyone()
+    from safetensors.torch import load_file
+    best = load_file(str(output_dir / EXPORT / "model.safetensors"))
+    accelerator.unwrap_model(run.model).load_state_dict(best)
+    test_metrics, test_scores = evaluate(run.model, test_loader, accelerator)
+    thresholds_equal = thresholds_identical_across_ranks(run)
+    summary = {"method": run.config.method.name, "best_epoch": run.progress.best_epoch,
+               "best_val_mAP": run.progress.best_val_map, "test": test_metrics,
+               "skipped_images": skipped, "thresholds_identical_across_ranks": thresholds_equal,
+               "num_processes": accelerator.num_processes, "train_seconds": round(seconds, 1)}
+    if accelerator.is_main_process:
+        write_json_atomic(output_dir / "metrics.json", summary)
+        import numpy as np
+        np.save(output_dir / "test_scores.npy", test_scores)
+    accelerator.log({"test/mAP": test_metrics["mAP"], "test/CF1": test_metrics["CF1"],
+                     "test/OF1": test_metrics["OF1"]}, step=run.progress.global_step)
+    accelerator.print(f"test (best epoch {run.progress.best_epoch}): mAP {test_metrics['mAP']:.2f}  "
+                      f"CF1 {test_metrics['CF1']:.2f}  OF1 {test_metrics['OF1']:.2f}"
+                      + (f"  ({skipped} unreadable training images skipped)" if skipped else ""))
+    accelerator.end_training()
+
+
+def thresholds_identical_across_ranks(run):
+    """Gather every rank's method buffers and compare them bit for bit (None: no buffers)."""
+    buffers = [buffer.detach().float().flatten() for buffer in run.method.buffers()]
+    if not buffers:
+        return None
+    mine = torch.cat(buffers)
+    every_rank = run.accelerator.gather(mine[None]).view(run.accelerator.num_processes, -1)
+    return bool((every_rank == every_rank[0]).all())
+
+
+if __name__ == "__main__":
+    main()
