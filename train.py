@@ -9,9 +9,11 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ignore.checkpoint import Progress, export_model, resolve_resume, save_checkpoint, write_json_atomic, EXPORT
@@ -67,61 +69,60 @@ def main(argv=None):
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, output_dir / "config.yaml")
     accelerator.init_trackers("tensorboard")
-    accelerator.print(f"{len(data.splits['train'])} train images, {num_classes} classes, method {config.method.name}, "
+    accelerator.print(f"{len(train_loader.dataset)} train images, {num_classes} classes, method {config.method.name}, "
                       f"{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:g}")
 
     run = Run(config, accelerator, model, method, optimizer, scheduler, progress)
     export_info = {"class_names": data.class_names, "backbone": config.model.backbone,
                    "image_size": config.data.image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
                    "method": config.method.name, "source": data.meta["source"]}
-    bar = tqdm(total=steps_per_epoch * config.train.epochs, initial=progress.global_step,
-               disable=not accelerator.is_main_process, desc="train")
-    skipped, started = 0, time.time()
-    while progress.epoch < config.train.epochs and not reached_max_steps(config, progress):
-        epoch = progress.epoch
-        train_loader.set_epoch(epoch)
-        loader = accelerator.skip_first_batches(train_loader, progress.step_in_epoch * accelerator.gradient_accumulation_steps)
-        skipped += train_one_epoch(run, epoch, loader, bar)
-        if reached_max_steps(config, progress) and progress.step_in_epoch < steps_per_epoch:
-            break  # a partial epoch: no evaluation, the checkpoint below records where it stopped
-        val_metrics, _ = evaluate(model, val_loader, accelerator)
-        accelerator.log({"val/mAP": val_metrics["mAP"]}, step=progress.global_step)
-        accelerator.print(f"epoch {epoch}: val mAP {val_metrics['mAP']:.2f}")
-        if val_metrics["mAP"] > progress.best_val_map:
-            progress.best_val_map, progress.best_epoch = val_metrics["mAP"], epoch
-            export_model(accelerator, model, {**export_info, "epoch": epoch, "val_mAP": val_metrics["mAP"]}, output_dir)
-        progress.epoch, progress.step_in_epoch = epoch + 1, 0
-        save_checkpoint(accelerator, output_dir, progress, config.train.keep_checkpoints)
-    bar.close()
+    skipped, started, epoch_summary = 0, time.time(), {}
+    with tqdm(total=steps_per_epoch * config.train.epochs, initial=progress.global_step,
+              disable=not accelerator.is_main_process, desc="train") as bar:  # closed before any error line
+        while progress.epoch < config.train.epochs and not reached_max_steps(config, progress):
+            epoch = progress.epoch
+            train_loader.set_epoch(epoch)
+            loader = accelerator.skip_first_batches(train_loader, progress.step_in_epoch * accelerator.gradient_accumulation_steps)
+            epoch_summary, epoch_skipped = train_one_epoch(run, epoch, loader, bar)
+            skipped += epoch_skipped
+            accelerator.log({f"epoch/{name}": value for name, value in epoch_summary.items()}, step=progress.global_step)
+            if reached_max_steps(config, progress) and progress.step_in_epoch < steps_per_epoch:
+                break  # a partial epoch: no evaluation, the checkpoint below records where it stopped
+            val_metrics, _ = evaluate(model, val_loader, accelerator)
+            accelerator.log({"val/mAP": val_metrics["mAP"]}, step=progress.global_step)
+            accelerator.print(f"epoch {epoch}: val mAP {val_metrics['mAP']:.2f}")
+            if val_metrics["mAP"] > progress.best_val_map:
+                progress.best_val_map, progress.best_epoch = val_metrics["mAP"], epoch
+                export_model(accelerator, model, {**export_info, "epoch": epoch, "val_mAP": val_metrics["mAP"]}, output_dir)
+            progress.epoch, progress.step_in_epoch = epoch + 1, 0
+            save_checkpoint(accelerator, output_dir, progress, config.train.keep_checkpoints)
     if reached_max_steps(config, progress) and progress.epoch < config.train.epochs:
         save_checkpoint(accelerator, output_dir, progress, config.train.keep_checkpoints)
     if progress.best_epoch < 0:
         accelerator.print(f"stopped at step {progress.global_step} before the first evaluation; no test run")
         accelerator.end_training()
         return
-    finish(run, test_loader, output_dir, skipped, time.time() - started)
+    finish(run, test_loader, output_dir, skipped, time.time() - started, epoch_summary)
 
 
 def reached_max_steps(config, progress):
     return bool(config.train.max_steps) and progress.global_step >= config.train.max_steps
 
 
-def finish(run, test_loader, output_dir, skipped, seconds):
+def finish(run, test_loader, output_dir, skipped, seconds, last_epoch):
     """Best epoch's weights on the test split: metrics.json, test scores, a printed table."""
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
-    from safetensors.torch import load_file
     best = load_file(str(output_dir / EXPORT / "model.safetensors"))
     accelerator.unwrap_model(run.model).load_state_dict(best)
     test_metrics, test_scores = evaluate(run.model, test_loader, accelerator)
     thresholds_equal = thresholds_identical_across_ranks(run)
     summary = {"method": run.config.method.name, "best_epoch": run.progress.best_epoch,
                "best_val_mAP": run.progress.best_val_map, "test": test_metrics,
-               "skipped_images": skipped, "thresholds_identical_across_ranks": thresholds_equal,
+               "last_epoch_train": last_epoch, "skipped_images": skipped, "thresholds_identical_across_ranks": thresholds_equal,
                "num_processes": accelerator.num_processes, "train_seconds": round(seconds, 1)}
     if accelerator.is_main_process:
         write_json_atomic(output_dir / "metrics.json", summary)
-        import numpy as np
         np.save(output_dir / "test_scores.npy", test_scores)
     accelerator.log({"test/mAP": test_metrics["mAP"], "test/CF1": test_metrics["CF1"],
                      "test/OF1": test_metrics["OF1"]}, step=run.progress.global_step)

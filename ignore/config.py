@@ -22,6 +22,8 @@ class DataConfig:
     bad_images: str = "error"  # "error" stops on an unreadable image; "skip" logs and counts it
     demo_seed: int = 0  # seed of the built-in demo dataset
     train_subset: int = 0  # use only the first N training rows (0 = all): quick checks
+    image_column: str = ""  # bring your own HF dataset: its image column (see README)
+    label_column: str = ""  # bring your own HF dataset: its multi-label column
 
 
 @dataclass

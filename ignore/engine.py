@@ -53,11 +53,14 @@ class Meter:
 
 
 def train_one_epoch(run, epoch, loader, progress_bar):
-    """One pass over `loader` (already advanced past the steps of a resumed epoch)."""
+    """One pass over `loader` (already advanced past the steps of a resumed epoch).
+
+    Returns the epoch's means and summed counts (all ranks) and how many images were skipped.
+    """
     model, method, optimizer, scheduler, accelerator = run.model, run.method, run.optimizer, run.scheduler, run.accelerator
     config = run.config.train
     model.train()
-    meter, skipped = Meter(), 0
+    meter, epoch_meter, skipped = Meter(), Meter(), 0
     for batch in loader:
         with accelerator.accumulate(model):
             output = method.step(model, batch, epoch)
@@ -65,6 +68,7 @@ def train_one_epoch(run, epoch, loader, progress_bar):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         meter.add(output)
+        epoch_meter.add(output)
         skipped += len(batch["skipped"])
         for row in batch["skipped"].tolist():
             accelerator.print(f"skipped unreadable image: train row {row}")
@@ -84,7 +88,8 @@ def train_one_epoch(run, epoch, loader, progress_bar):
             break
     if meter.steps:
         log_interval(run, meter, run.progress.global_step)
-    return skipped
+    epoch_summary = epoch_meter.summary(accelerator, method.ratios) if epoch_meter.steps else {}
+    return epoch_summary, skipped
 
 
 def log_interval(run, meter, step):

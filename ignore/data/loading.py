@@ -12,6 +12,10 @@ from .views import eval_view, strong_view, weak_view
 
 def load_spml_data(data_config, accelerator):
     """The configured dataset, or the built-in demo (built once, by the main process)."""
+    if data_config.image_column or data_config.label_column:
+        from .bring_your_own import load_hf_dataset  # only for a bring-your-own dataset
+
+        return load_hf_dataset(Path(data_config.path), data_config.image_column, data_config.label_column)
     if data_config.path:
         return load_dataset(Path(data_config.path), data_config.image_root or None)
     with accelerator.main_process_first():

@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny dataset in our format, made here (nothing is downloaded)."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from ignore.data.format import apply_protocol, write_dataset
+
+NUM_CLASSES = 4
+
+
+def draw(rng, labels, size=32):
+    """A noisy image with one bright square per present class, at a class-specific place."""
+    pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+    half = size // 2
+    for class_index in np.nonzero(labels)[0]:
+        top, left = divmod(int(class_index), 2)
+        pixels[top * half + 2: top * half + half - 2, left * half + 2: left * half + half - 2] = 230
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """40 official-train and 16 test images of 32x32, 4 classes, single-positive protocol."""
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    phases = {}
+    for phase, count in (("train", 40), ("test", 16)):
+        labels = (rng.random((count, NUM_CLASSES)) < 0.4).astype(np.uint8)
+        labels[np.arange(count), rng.integers(0, NUM_CLASSES, count)] = 1  # at least one positive
+        names = []
+        for row, label_vector in enumerate(labels):
+            name = f"{phase}/{row:03d}.png"
+            (root / "images" / phase).mkdir(parents=True, exist_ok=True)
+            draw(rng, label_vector).save(root / "images" / name)
+            names.append(name)
+        phases[phase] = (names, labels)
+    splits, protocol = apply_protocol(*phases["train"], *phases["test"])
+    write_dataset(root, splits, [f"class{index}" for index in range(NUM_CLASSES)],
+                  image_root="images", source="tiny-test", protocol=protocol)
+    return root

@@ -1,0 +1,131 @@
+"""Config: defaults <- YAML file <- dotted overrides, with one-line errors."""
+import dataclasses
+
+import pytest
+import yaml
+
+from ignore.config import Config, OptimConfig, load_config, save_config, scaled_lr, valid_keys
+from ignore.errors import SPMLError
+
+
+def write(tmp_path, text, name="run.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults():
+    config = load_config()
+    assert config == Config()
+    assert config.method.name == "ignore"
+    assert config.optim.lr == 1e-3 and isinstance(config.optim.lr, float)
+    assert config.train.epochs == 8 and config.method.lat is True
+    assert "method.warm_up" in valid_keys() and "optim.lr" in valid_keys()
+    assert "method" not in valid_keys()  # sections are not keys
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = write(tmp_path, "train:\n  epochs: 3\n  batch_size: 4\nmethod:\n  warm_up: 1\n")
+    config = load_config(path, ["train.epochs=5", "model.backbone=resnet50"])
+    assert config.train.epochs == 5  # the override wins over the file
+    assert config.train.batch_size == 4  # from the file
+    assert config.method.warm_up == 1
+    assert config.model.backbone == "resnet50"
+    assert config.optim.lr == 1e-3  # untouched default
+    assert isinstance(config.train.epochs, int)
+
+
+def test_scientific_notation_is_a_float(tmp_path):
+    # YAML 1.1 reads 1e-5 (no dot) as a string
+    assert yaml.safe_load("lr: 1e-5")["lr"] == "1e-5"
+    config = load_config(write(tmp_path, "optim:\n  lr: 1e-5\n  weight_decay: 2\n"))
+    assert config.optim.lr == 1e-5 and isinstance(config.optim.lr, float)
+    assert config.optim.weight_decay == 2.0 and isinstance(config.optim.weight_decay, float)
+    config = load_config(overrides=["optim.lr=3e-4"])
+    assert config.optim.lr == 3e-4 and isinstance(config.optim.lr, float)
+
+
+def test_booleans(tmp_path):
+    assert load_config(overrides=["method.lat=false"]).method.lat is False
+    assert load_config(overrides=["method.lat=False", "method.strong_view=true"]).method.strong_view is True
+    config = load_config(write(tmp_path, "method:\n  lat: 'false'\n  strong_view: false\n"))
+    assert config.method.lat is False and config.method.strong_view is False
+    assert load_config(write(tmp_path, "method:\n  lat: false\n"), ["method.lat=true"]).method.lat is True
+
+
+def test_unknown_key_in_yaml_lists_valid_keys(tmp_path):
+    with pytest.raises(SPMLError) as error:
+        load_config(write(tmp_path, "method:\n  warmup: 2\n"))
+    message = str(error.value)
+    assert "'method.warmup'" in message
+    assert "valid keys" in message and "method.warm_up" in message and "optim.lr" in message
+
+
+def test_unknown_key_in_override_lists_valid_keys():
+    with pytest.raises(SPMLError) as error:
+        load_config(overrides=["optim.learning_rate=0.1"])
+    assert "'optim.learning_rate'" in str(error.value)
+    assert "valid keys" in str(error.value) and "optim.lr" in str(error.value)
+    with pytest.raises(SPMLError, match="unknown config key 'epochs'"):
+        load_config(overrides=["epochs=3"])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.epochs=abc", "train.epochs"),
+    ("train.epochs=2.5", "train.epochs"),
+    ("optim.lr=fast", "optim.lr"),
+    ("method.lat=maybe", "method.lat"),
+])
+def test_wrong_type_names_the_key(override, key):
+    with pytest.raises(SPMLError, match=f"config key '{key}' expects"):
+        load_config(overrides=[override])
+
+
+def test_wrong_type_in_yaml_names_the_key(tmp_path):
+    with pytest.raises(SPMLError, match="config key 'train.epochs' expects int, got True"):
+        load_config(write(tmp_path, "train:\n  epochs: true\n"))
+    with pytest.raises(SPMLError, match="config key 'method.lat' expects bool, got 1.5"):
+        load_config(write(tmp_path, "method:\n  lat: 1.5\n"))
+
+
+def test_override_without_equals():
+    with pytest.raises(SPMLError, match="override 'train.epochs' is not of the form key=value"):
+        load_config(overrides=["train.epochs"])
+
+
+def test_missing_config_file_names_it(tmp_path):
+    path = tmp_path / "nowhere.yaml"
+    with pytest.raises(SPMLError, match="config file not found") as error:
+        load_config(path)
+    assert str(path) in str(error.value)
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    path = write(tmp_path, "train:\n  epochs: [1, 2\n", name="broken.yaml")
+    with pytest.raises(SPMLError, match="not valid YAML") as error:
+        load_config(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(SPMLError, match="expected a mapping"):
+        load_config(write(tmp_path, "- 1\n- 2\n", name="list.yaml"))
+
+
+def test_save_then_load_round_trips(tmp_path):
+    config = load_config(overrides=[
+        "optim.lr=1e-5", "method.lat=false", "train.epochs=2", "data.path=/some/data",
+        "model.head_lr_multiplier=3", "train.resume=auto",
+    ])
+    path = tmp_path / "config.yaml"
+    save_config(config, path)
+    assert not (tmp_path / "config.yaml.tmp").exists()
+    loaded = load_config(path)
+    assert loaded == config
+    assert dataclasses.asdict(loaded)["optim"]["lr"] == 1e-5
+    assert loaded != Config()  # the round trip carried the changes, not just defaults
+
+
+def test_scaled_lr():
+    optim = OptimConfig(lr=1e-3, reference_batch_size=16)
+    assert scaled_lr(optim, 16) == pytest.approx(1e-3)
+    assert scaled_lr(optim, 64) == pytest.approx(4e-3)
+    assert scaled_lr(optim, 8) == pytest.approx(5e-4)
+    assert scaled_lr(OptimConfig(lr=2e-4, reference_batch_size=32), 96) == pytest.approx(6e-4)

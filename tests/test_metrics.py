@@ -1,0 +1,105 @@
+"""Metrics against sklearn and against values worked out by hand."""
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+
+from ignore.metrics import average_precision, multilabel_metrics
+
+
+def random_case(seed, num_rows=40):
+    """Scores with many ties (one decimal) and random labels with at least one positive."""
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.random(num_rows), 1)
+    labels = (rng.random(num_rows) < rng.uniform(0.05, 0.7)).astype(int)
+    labels[rng.integers(num_rows)] = 1
+    return scores, labels
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_average_precision_matches_sklearn_with_ties(seed):
+    scores, labels = random_case(seed, num_rows=5 + seed)
+    assert average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+
+
+def test_average_precision_by_hand():
+    # scores 0.9 (pos), 0.5 (neg), 0.5 (pos), 0.1 (neg): the tied pair is one threshold.
+    # thresholds: 0.9 -> P=1/1, R=1/2; 0.5 -> P=2/3, R=2/2. AP = 1/2*1 + 1/2*2/3 = 5/6
+    assert average_precision([0.9, 0.5, 0.5, 0.1], [1, 0, 1, 0]) == pytest.approx(5 / 6)
+    # every score tied: a single threshold, P = 2/4, R = 1 -> AP = 1/2 (not order-dependent)
+    assert average_precision([0.3] * 4, [0, 1, 0, 1]) == pytest.approx(0.5)
+    assert average_precision([0.3] * 4, [1, 0, 1, 0]) == pytest.approx(0.5)
+    assert math.isnan(average_precision([0.2, 0.4], [0, 0]))
+
+
+def test_multilabel_map_is_mean_of_sklearn_aps():
+    rng = np.random.default_rng(11)
+    scores = np.round(rng.random((60, 7)), 2)
+    labels = (rng.random((60, 7)) < 0.3).astype(int)
+    labels[0] = 1  # every class has a positive
+    metrics = multilabel_metrics(scores, labels)
+    aps = [average_precision_score(labels[:, c], scores[:, c]) for c in range(7)]
+    assert metrics["per_class_AP"] == pytest.approx([100 * ap for ap in aps])
+    assert metrics["mAP"] == pytest.approx(100 * np.mean(aps))
+    assert metrics["classes_without_positive"] == 0
+
+
+def test_class_without_positive_scores_zero_and_is_counted():
+    rng = np.random.default_rng(3)
+    scores = rng.random((30, 4))
+    labels = (rng.random((30, 4)) < 0.4).astype(int)
+    labels[0, :3] = 1
+    labels[:, 2] = 0  # class 2 has no positive in this set
+    metrics = multilabel_metrics(scores, labels)
+    aps = [average_precision_score(labels[:, c], scores[:, c]) for c in (0, 1, 3)]
+    assert metrics["classes_without_positive"] == 1
+    assert metrics["per_class_AP"][2] == 0.0
+    # the literature's convention: divide by all 4 classes, not by the 3 with a positive
+    assert metrics["mAP"] == pytest.approx(100 * sum(aps) / 4)
+    assert metrics["mAP"] < 100 * np.mean(aps)
+
+
+# 4 images x 3 classes, threshold 0.5 (a score >= 0.5 is predicted positive)
+SCORES = np.array([
+    [0.9, 0.2, 0.6],
+    [0.7, 0.8, 0.1],
+    [0.3, 0.6, 0.4],
+    [0.1, 0.4, 0.7],
+])
+LABELS = np.array([
+    [1, 0, 1],
+    [1, 1, 0],
+    [0, 0, 0],
+    [1, 0, 1],
+])
+# predicted:            class 0: rows 0,1   class 1: rows 1,2   class 2: rows 0,3
+# positives:            class 0: rows 0,1,3 class 1: row 1      class 2: rows 0,3
+# true positives:       2                   1                   2
+# precision:            2/2 = 1             1/2                 2/2 = 1
+# recall:               2/3                 1/1 = 1             2/2 = 1
+# CP = (1 + 1/2 + 1)/3 = 5/6;   CR = (2/3 + 1 + 1)/3 = 8/9
+# CF1 = 2 * 5/6 * 8/9 / (5/6 + 8/9) = (40/27) / (31/18) = 720/837 = 80/93 = 0.860215...
+# overall: TP = 5, predicted = 6, positives = 6 -> OP = OR = 5/6 -> OF1 = 5/6 = 0.83333...
+# AP by hand: class 0 ranks (0.9 +, 0.7 +, 0.3 -, 0.1 +): 1/3*1 + 1/3*1 + 1/3*3/4 = 11/12
+#             class 1 ranks (0.8 +, ...): 1;  class 2 ranks (0.7 +, 0.6 +, ...): 1
+# mAP = (11/12 + 1 + 1)/3 = 35/36
+
+
+def test_cf1_of1_by_hand():
+    metrics = multilabel_metrics(SCORES, LABELS)
+    assert metrics["CF1"] == pytest.approx(100 * 80 / 93)
+    assert metrics["OF1"] == pytest.approx(100 * 5 / 6)
+    assert metrics["per_class_AP"] == pytest.approx([100 * 11 / 12, 100.0, 100.0])
+    assert metrics["mAP"] == pytest.approx(100 * 35 / 36)
+    assert metrics["classes_without_positive"] == 0
+
+
+def test_threshold_changes_f1_but_not_map():
+    # threshold 0.75: predicted class 0: row 0 (TP); class 1: row 1 (TP); class 2: none.
+    # CP = (1 + 1 + 0)/3 = 2/3; CR = (1/3 + 1 + 0)/3 = 4/9; CF1 = 2*(2/3)(4/9)/(2/3+4/9) = 8/15
+    # OP = 2/2 = 1; OR = 2/6 = 1/3; OF1 = 2*(1/3)/(4/3) = 1/2
+    metrics = multilabel_metrics(SCORES, LABELS, threshold=0.75)
+    assert metrics["CF1"] == pytest.approx(100 * 8 / 15)
+    assert metrics["OF1"] == pytest.approx(50.0)
+    assert metrics["mAP"] == pytest.approx(100 * 35 / 36)

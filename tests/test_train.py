@@ -1,0 +1,105 @@
+"""The trainer end to end, in real processes: a run, its export, resume, bad input."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from ignore.data.format import load_dataset
+from ignore.inference import load_exported, predict_probabilities
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+def tiny_run_overrides(dataset, output_dir, *extra):
+    return [f"data.path={dataset}", "data.image_size=32", "data.num_workers=0", "train.batch_size=8",
+            "train.epochs=2", "method.warm_up=1", "train.log_every=1", f"train.output_dir={output_dir}", *extra]
+
+
+def run_train(*args, launcher=(PYTHON, "train.py")):
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*launcher, *args], cwd=REPO, capture_output=True, text=True, env=environment, timeout=600)
+
+
+def test_run_writes_metrics_and_an_export_that_reproduces_the_test_scores(tiny_dataset, tmp_path):
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["test"]) >= {"mAP", "per_class_AP", "CF1", "OF1"}
+    assert len(metrics["test"]["per_class_AP"]) == 4
+    assert metrics["best_epoch"] in (0, 1)
+    assert "fn_precision" in metrics["last_epoch_train"] or metrics["last_epoch_train"]["flagged"] == 0
+    assert (run / "config.yaml").is_file() and list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+    model = load_exported(run / "export")
+    assert model.class_names == ["class0", "class1", "class2", "class3"]
+    data = load_dataset(tiny_dataset)
+    images = [Image.open(data.image_root / name) for name in data.splits["test"]["image"]]
+    probabilities = predict_probabilities(model, images).numpy()
+    np.testing.assert_allclose(probabilities, np.load(run / "test_scores.npy"), atol=1e-5)
+
+
+def final_state(run_dir):
+    checkpoint = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
+    weights = load_file(str(checkpoint / "model.safetensors"))
+    method_state = torch.load(checkpoint / "custom_checkpoint_1.pkl", weights_only=True)
+    return checkpoint.name, weights, method_state
+
+
+def test_resume_mid_epoch_gives_the_same_weights_and_thresholds(tiny_dataset, tmp_path):
+    # 32 train images / batch 8 = 4 steps an epoch, 8 in all; the broken run stops at step 3
+    straight = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    broken = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "broken", "train.max_steps=3"))
+    assert broken.returncode == 0, broken.stderr[-3000:]
+    assert (tmp_path / "broken" / "checkpoints" / "step-000000003").is_dir()
+    resumed = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "broken", "train.resume=auto"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+
+    name_a, weights_a, method_a = final_state(tmp_path / "straight")
+    name_b, weights_b, method_b = final_state(tmp_path / "broken")
+    assert name_a == name_b == "step-000000008"
+    assert weights_a.keys() == weights_b.keys()
+    for key in weights_a:
+        assert torch.equal(weights_a[key], weights_b[key]), key
+    assert method_a["thresholds.gap_threshold"] > 0
+    for key in method_a:
+        assert torch.equal(method_a[key], method_b[key]), key
+
+
+def test_two_process_launch_keeps_thresholds_identical_on_every_rank(tiny_dataset, tmp_path):
+    launcher = (PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "train.py")
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "ddp", "train.batch_size=4"), launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2
+    assert metrics["thresholds_identical_across_ranks"] is True
+
+
+@pytest.mark.parametrize("override, message", [
+    ("method.warm_upp=2", "unknown config key 'method.warm_upp'"),
+    ("method.name=magic", "method.name 'magic' is not one of"),
+    ("model.pretrained=/nonexistent/weights.pth", "/nonexistent/weights.pth: pretrained weights file not found"),
+    ("data.path=/nonexistent/dataset", "/nonexistent/dataset: dataset directory not found"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(override, message, tmp_path):
+    result = run_train(override, f"train.output_dir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+
+
+def test_non_finite_loss_stops_the_run_with_the_step_and_the_parts(tiny_dataset, tmp_path):
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "nan", "method.weight_ign=nan"))
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: non-finite loss at step 1..1") and "loss_spbc=" in last
