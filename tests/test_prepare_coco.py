@@ -169,7 +169,7 @@ def bad_unknown_category(root):
 
 def bad_missing_image(root):
     (root / "train2014" / "COCO_train2014_000000000025.jpg").unlink()
-    return "COCO_train2014_000000000025.jpg: image file not found (1 missing in all)"
+    return "COCO_train2014_000000000025.jpg: image file not found (1 missing in all;"
 
 
 @pytest.mark.parametrize("break_input", [bad_missing_json, bad_invalid_json, bad_missing_key, bad_category_mismatch,

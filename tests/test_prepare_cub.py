@@ -215,4 +215,4 @@ def test_missing_label_file(root, tmp_path, capsys):
 def test_missing_image_file(root, tmp_path, capsys):
     (root / "images" / IMAGES[5]).unlink()
     message = main_error(root, tmp_path / "out", capsys)
-    assert f"{IMAGES[5]}: image file not found (1 missing in all)" in message
+    assert f"{IMAGES[5]}: image file not found (1 missing in all;" in message

@@ -197,4 +197,21 @@ def test_value_not_0_or_1(root, tmp_path, capsys):
 def test_missing_image_file(root, tmp_path, capsys):
     (root / "Flickr" / "sky" / "0002_2001.jpg").unlink()
     message = main_error(root, tmp_path / "out", capsys)
-    assert "sky/0002_2001.jpg: image file not found (1 missing in all)" in message
+    assert "sky/0002_2001.jpg: image file not found (1 missing in all;" in message
+
+
+def test_missing_images_can_be_dropped_and_are_listed(root, tmp_path, capsys):
+    (root / "Flickr" / "sky" / "0002_2001.jpg").unlink()  # train row 2
+    (root / "Flickr" / "actor" / "0012_1004.jpg").unlink()  # test row 1
+    out = tmp_path / "out"
+    prepare.main(["--root", str(root), "--out", str(out), "--missing-images", "drop"])
+    assert "dropped 2 rows whose image file is missing" in capsys.readouterr().out
+    assert (out / "dropped_images.txt").read_text() == "sky/0002_2001.jpg\nactor/0012_1004.jpg\n"
+    dataset = load_dataset(out)
+    assert dataset.meta["protocol"]["dropped_missing_images"] == 2
+    kept_train = np.delete(TRAIN_LABELS, 2, axis=0)
+    train_index, val_index = split_train_val(len(kept_train))  # the protocol runs on the kept rows
+    observed = observe_positives(kept_train)
+    np.testing.assert_array_equal(np.array(dataset.splits["train"]["observed"]), observed[train_index])
+    np.testing.assert_array_equal(np.array(dataset.splits["val"]["labels"]), kept_train[val_index])
+    np.testing.assert_array_equal(np.array(dataset.splits["test"]["labels"]), np.delete(TEST_LABELS, 1, axis=0))

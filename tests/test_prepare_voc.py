@@ -169,7 +169,7 @@ def bad_disagreeing_ids(root):
 
 def bad_missing_image(root):
     (root / "JPEGImages" / "2008_000100.jpg").unlink()
-    return "2008_000100.jpg: image file not found (1 missing in all)"
+    return "2008_000100.jpg: image file not found (1 missing in all;"
 
 
 @pytest.mark.parametrize("break_input", [bad_missing_files, bad_root, bad_line, bad_value, bad_duplicate_id,

@@ -1,0 +1,58 @@
+"""Launched by test_threshold_ranks.py under `accelerate launch --num_processes 2`.
+
+Every rank updates GapThresholds with its shard of the same global batches (uneven
+shards, one rank with no observed positive in one step); rank 0 then replays the global
+batches in one process and writes both results to the JSON file named on the command line.
+"""
+import json
+import sys
+
+import torch
+from accelerate import Accelerator
+
+from ignore.losses.thresholds import GapThresholds
+
+NUM_CLASSES, STEPS = 5, 6
+SHARD_SIZES = [(5, 3), (4, 4), (2, 6), (6, 1), (3, 3), (1, 7)]
+
+
+def global_batch(step):
+    generator = torch.Generator().manual_seed(step)
+    rows = sum(SHARD_SIZES[step])
+    gap = torch.rand(rows, NUM_CLASSES, generator=generator) * 3
+    logits = torch.randn(rows, NUM_CLASSES, generator=generator) * 4
+    positive = torch.rand(rows, NUM_CLASSES, generator=generator) < 0.3
+    if step == 2:
+        positive[: SHARD_SIZES[step][0]] = False  # rank 0 sees no observed positive here
+    return gap, logits, positive
+
+
+def main(out_path):
+    accelerator = Accelerator(cpu=True)
+    rank = accelerator.process_index
+    thresholds = GapThresholds(NUM_CLASSES, gap_lambda=0.9, avg_lambda=0.8)
+    for step in range(STEPS):
+        start = sum(SHARD_SIZES[step][:rank])
+        shard = slice(start, start + SHARD_SIZES[step][rank])
+        gap, logits, positive = global_batch(step)
+        thresholds.update(gap[shard], logits[shard], positive[shard],
+                          lambda statistics: accelerator.reduce(statistics, reduction="sum"))
+    mine = torch.cat([thresholds.gap_threshold.reshape(1), thresholds.avg_threshold])
+    every_rank = accelerator.gather(mine[None]).view(accelerator.num_processes, -1)
+    if accelerator.is_main_process:
+        single = GapThresholds(NUM_CLASSES, gap_lambda=0.9, avg_lambda=0.8)
+        for step in range(STEPS):
+            single.update(*global_batch(step), reduce_sum=lambda statistics: statistics)
+        result = {
+            "ranks": [[value.hex() for value in row.tolist()] for row in every_rank],
+            "single_process": [single.gap_threshold.item()] + single.avg_threshold.tolist(),
+            "rank0": every_rank[0].tolist(),
+        }
+        with open(out_path, "w") as handle:
+            json.dump(result, handle)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # leaves the process group cleanly on both ranks
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
