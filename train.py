@@ -4,7 +4,6 @@
     python train.py                      # one process: IGNORE on the built-in demo data
 """
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -12,18 +11,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import send_to_device, set_seed
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from ignore.checkpoint import Progress, export_model, resolve_resume, save_checkpoint, write_json_atomic, EXPORT
+from ignore.checkpoint import EXPORT, Progress, export_model, resolve_resume, save_checkpoint, write_json_atomic
 from ignore.config import load_config, save_config, scaled_lr
-from ignore.data.loading import build_loaders, load_spml_data
+from ignore.data.loading import build_loaders, load_spml_data, preview_batch
 from ignore.data.views import IMAGENET_MEAN, IMAGENET_STD
 from ignore.engine import Run, evaluate, train_one_epoch
 from ignore.errors import SPMLError, exit_on_error
 from ignore.losses.registry import build_method
-from ignore.models.cam_resnet import CAMResNet
+from ignore.models.cam_model import CAMClassifier
 from ignore.optim import build_optimizer, build_scheduler
 
 
@@ -44,7 +43,7 @@ def main(argv=None):
     set_seed(config.train.seed)
     data = load_spml_data(config.data, accelerator)
     num_classes = len(data.class_names)
-    model = CAMResNet(config.model.backbone, num_classes, config.model.pretrained)
+    model = CAMClassifier(config.model.backbone, num_classes, config.model.pretrained)
     method = build_method(config.method, num_classes, accelerator)
     train_loader, val_loader, test_loader = build_loaders(data, config.data, method.views,
                                                           config.train.batch_size, config.train.seed)
@@ -58,78 +57,95 @@ def main(argv=None):
         raise SPMLError(f"the train split has fewer images than one global batch ({global_batch})")
     scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch * config.train.epochs)
     method.to(accelerator.device)
-    progress = Progress()
-    accelerator.register_for_checkpointing(scheduler, method, progress)
+    run = Run(config, accelerator, model, method, optimizer, scheduler, Progress())
+    accelerator.register_for_checkpointing(scheduler, method, run.progress)
 
     resume_from = resolve_resume(config.train.resume, output_dir)
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
-        accelerator.print(f"resumed from {resume_from}: epoch {progress.epoch}, step {progress.global_step}")
+        accelerator.print(f"resumed from {resume_from}: epoch {run.progress.epoch}, step {run.progress.global_step}")
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, output_dir / "config.yaml")
     accelerator.init_trackers("tensorboard")
     accelerator.print(f"{len(train_loader.dataset)} train images, {num_classes} classes, method {config.method.name}, "
                       f"{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:g}")
-
-    run = Run(config, accelerator, model, method, optimizer, scheduler, progress)
     export_info = {"class_names": data.class_names, "backbone": config.model.backbone,
                    "image_size": config.data.image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
                    "method": config.method.name, "source": data.meta["source"]}
-    skipped, started, epoch_summary = 0, time.time(), {}
-    with tqdm(total=steps_per_epoch * config.train.epochs, initial=progress.global_step,
+    preview = send_to_device(preview_batch(data, config.data), accelerator.device)
+    started = time.time()
+    last_epoch, skipped = fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview)
+    if run.progress.best_epoch < 0:
+        accelerator.print(f"stopped at step {run.progress.global_step} before the first evaluation; no test run")
+    else:
+        test(run, test_loader, skipped, time.time() - started, last_epoch)
+    accelerator.end_training()
+
+
+def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
+    """Epochs from where the progress stands: train, validate, keep the best, checkpoint."""
+    accelerator, progress, config = run.accelerator, run.progress, run.config.train
+    output_dir = Path(config.output_dir)
+    last_epoch, skipped = {}, 0
+    with tqdm(total=steps_per_epoch * config.epochs, initial=progress.global_step,
               disable=not accelerator.is_main_process, desc="train") as bar:  # closed before any error line
-        while progress.epoch < config.train.epochs and not reached_max_steps(config, progress):
+        while progress.epoch < config.epochs and not reached_max_steps(run):
             epoch = progress.epoch
             train_loader.set_epoch(epoch)
-            loader = accelerator.skip_first_batches(train_loader, progress.step_in_epoch * accelerator.gradient_accumulation_steps)
-            epoch_summary, epoch_skipped = train_one_epoch(run, epoch, loader, bar)
+            batches_done = progress.step_in_epoch * accelerator.gradient_accumulation_steps
+            last_epoch, epoch_skipped = train_one_epoch(run, epoch, accelerator.skip_first_batches(train_loader, batches_done), bar)
             skipped += epoch_skipped
-            accelerator.log({f"epoch/{name}": value for name, value in epoch_summary.items()}, step=progress.global_step)
-            if reached_max_steps(config, progress) and progress.step_in_epoch < steps_per_epoch:
-                break  # a partial epoch: no evaluation, the checkpoint below records where it stopped
-            val_metrics, _ = evaluate(model, val_loader, accelerator)
+            accelerator.log({f"epoch/{name}": value for name, value in last_epoch.items()}, step=progress.global_step)
+            if progress.step_in_epoch < steps_per_epoch:
+                break  # stopped by train.max_steps inside the epoch: no evaluation
+            val_metrics, _ = evaluate(run.model, val_loader, accelerator)
             accelerator.log({"val/mAP": val_metrics["mAP"]}, step=progress.global_step)
+            log_pictures(run, preview)
             accelerator.print(f"epoch {epoch}: val mAP {val_metrics['mAP']:.2f}")
             if val_metrics["mAP"] > progress.best_val_map:
                 progress.best_val_map, progress.best_epoch = val_metrics["mAP"], epoch
-                export_model(accelerator, model, {**export_info, "epoch": epoch, "val_mAP": val_metrics["mAP"]}, output_dir)
+                export_model(accelerator, run.model, {**export_info, "epoch": epoch, "val_mAP": val_metrics["mAP"]},
+                             output_dir)
             progress.epoch, progress.step_in_epoch = epoch + 1, 0
-            save_checkpoint(accelerator, output_dir, progress, config.train.keep_checkpoints)
-    if reached_max_steps(config, progress) and progress.epoch < config.train.epochs:
-        save_checkpoint(accelerator, output_dir, progress, config.train.keep_checkpoints)
-    if progress.best_epoch < 0:
-        accelerator.print(f"stopped at step {progress.global_step} before the first evaluation; no test run")
-        accelerator.end_training()
+            save_checkpoint(accelerator, output_dir, progress, config.keep_checkpoints)
+    if progress.step_in_epoch:
+        save_checkpoint(accelerator, output_dir, progress, config.keep_checkpoints)
+    return last_epoch, skipped
+
+
+def reached_max_steps(run):
+    max_steps = run.config.train.max_steps
+    return bool(max_steps) and run.progress.global_step >= max_steps
+
+
+def log_pictures(run, preview):
+    if not run.accelerator.is_main_process:
         return
-    finish(run, test_loader, output_dir, skipped, time.time() - started, epoch_summary)
+    pictures = run.method.pictures(run.model, preview)
+    if pictures:
+        tracker = run.accelerator.get_tracker("tensorboard")
+        tracker.log_images({tag: image[None] for tag, image in pictures.items()}, step=run.progress.global_step)
 
 
-def reached_max_steps(config, progress):
-    return bool(config.train.max_steps) and progress.global_step >= config.train.max_steps
-
-
-def finish(run, test_loader, output_dir, skipped, seconds, last_epoch):
-    """Best epoch's weights on the test split: metrics.json, test scores, a printed table."""
-    accelerator = run.accelerator
+def test(run, test_loader, skipped, seconds, last_epoch):
+    """The best epoch's weights on the test split: metrics.json, test scores, a printed line."""
+    accelerator, output_dir = run.accelerator, Path(run.config.train.output_dir)
     accelerator.wait_for_everyone()
-    best = load_file(str(output_dir / EXPORT / "model.safetensors"))
-    accelerator.unwrap_model(run.model).load_state_dict(best)
+    accelerator.unwrap_model(run.model).load_state_dict(load_file(str(output_dir / EXPORT / "model.safetensors")))
     test_metrics, test_scores = evaluate(run.model, test_loader, accelerator)
-    thresholds_equal = thresholds_identical_across_ranks(run)
     summary = {"method": run.config.method.name, "best_epoch": run.progress.best_epoch,
-               "best_val_mAP": run.progress.best_val_map, "test": test_metrics,
-               "last_epoch_train": last_epoch, "skipped_images": skipped, "thresholds_identical_across_ranks": thresholds_equal,
+               "best_val_mAP": run.progress.best_val_map, "test": test_metrics, "last_epoch_train": last_epoch,
+               "skipped_images": skipped, "thresholds_identical_across_ranks": thresholds_identical_across_ranks(run),
                "num_processes": accelerator.num_processes, "train_seconds": round(seconds, 1)}
     if accelerator.is_main_process:
         write_json_atomic(output_dir / "metrics.json", summary)
         np.save(output_dir / "test_scores.npy", test_scores)
-    accelerator.log({"test/mAP": test_metrics["mAP"], "test/CF1": test_metrics["CF1"],
-                     "test/OF1": test_metrics["OF1"]}, step=run.progress.global_step)
+    accelerator.log({f"test/{name}": test_metrics[name] for name in ("mAP", "CF1", "OF1")},
+                    step=run.progress.global_step)
     accelerator.print(f"test (best epoch {run.progress.best_epoch}): mAP {test_metrics['mAP']:.2f}  "
                       f"CF1 {test_metrics['CF1']:.2f}  OF1 {test_metrics['OF1']:.2f}"
                       + (f"  ({skipped} unreadable training images skipped)" if skipped else ""))
-    accelerator.end_training()
 
 
 def thresholds_identical_across_ranks(run):

@@ -28,7 +28,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50
+    backbone: str = "small_cnn"  # resnet18 | resnet34 | resnet50 | small_cnn (demo-sized, from scratch)
     pretrained: str = ""  # a local torchvision state dict (.pth or .safetensors); never downloaded
     head_lr_multiplier: float = 10.0  # the 1x1 CAM head learns this much faster (SPEC 2.9)
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from .data.views import eval_view
 from .errors import SPMLError
-from .models.cam_resnet import CAMResNet
+from .models.cam_model import CAMClassifier
 
 
 def load_exported(export_dir, device="cpu"):
@@ -23,7 +23,7 @@ def load_exported(export_dir, device="cpu"):
         if not (export_dir / name).is_file():
             raise SPMLError(f"{export_dir / name}: not found (an export holds model.safetensors and config.json)")
     info = json.loads((export_dir / "config.json").read_text())
-    model = CAMResNet(info["backbone"], len(info["class_names"]))
+    model = CAMClassifier(info["backbone"], len(info["class_names"]))
     model.load_state_dict(load_file(str(export_dir / "model.safetensors")))
     model.class_names = info["class_names"]
     model.export_info = info

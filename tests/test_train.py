@@ -86,14 +86,16 @@ def test_two_process_launch_keeps_thresholds_identical_on_every_rank(tiny_datase
     assert metrics["thresholds_identical_across_ranks"] is True
 
 
-@pytest.mark.parametrize("override, message", [
-    ("method.warm_upp=2", "unknown config key 'method.warm_upp'"),
-    ("method.name=magic", "method.name 'magic' is not one of"),
-    ("model.pretrained=/nonexistent/weights.pth", "/nonexistent/weights.pth: pretrained weights file not found"),
-    ("data.path=/nonexistent/dataset", "/nonexistent/dataset: dataset directory not found"),
+@pytest.mark.parametrize("overrides, message", [
+    (["method.warm_upp=2"], "unknown config key 'method.warm_upp'"),
+    (["method.name=magic"], "method.name 'magic' is not one of"),
+    (["model.backbone=resnet18", "model.pretrained=/nonexistent/weights.pth"],
+     "/nonexistent/weights.pth: pretrained weights file not found"),
+    (["model.backbone=vgg"], "model.backbone 'vgg' is not one of"),
+    (["data.path=/nonexistent/dataset"], "/nonexistent/dataset: dataset directory not found"),
 ])
-def test_bad_input_is_one_line_and_exit_code_2(override, message, tmp_path):
-    result = run_train(override, f"train.output_dir={tmp_path}")
+def test_bad_input_is_one_line_and_exit_code_2(overrides, message, tmp_path):
+    result = run_train(*overrides, f"train.output_dir={tmp_path}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
 

@@ -45,3 +45,10 @@ def build_loaders(data, data_config, method_views, batch_size, seed):
         for name in ("val", "test")
     ]
     return train_loader, *eval_loaders
+
+
+def preview_batch(data, data_config, count=8):
+    """The first `count` validation images, evaluation view, as a batch for TensorBoard pictures."""
+    split = data.splits["val"].select(range(min(count, len(data.splits["val"]))))
+    dataset = SPMLImageDataset(split, data.image_root, {"weak": eval_view(data_config.image_size)})
+    return collate_skipping([dataset[index] for index in range(len(dataset))])

@@ -27,3 +27,10 @@ def weak_view(image_size):
 def strong_view(image_size):
     """RandAugment(num_ops=3, magnitude=5) on the raw image, then the weak pipeline (own flip)."""
     return transforms.Compose([transforms.RandAugment(num_ops=3, magnitude=5), weak_view(image_size)])
+
+
+def denormalise(images):
+    """Normalised (B, 3, H, W) back to [0, 1] pixels, for pictures."""
+    mean = images.new_tensor(IMAGENET_MEAN)[:, None, None]
+    std = images.new_tensor(IMAGENET_STD)[:, None, None]
+    return (images * std + mean).clamp(0, 1)

@@ -25,6 +25,10 @@ class Method(nn.Module):
     def step(self, model, batch, epoch):
         raise NotImplementedError
 
+    def pictures(self, model, batch):
+        """{tag: (3, H, W) image in [0, 1]} for TensorBoard; most methods have none."""
+        return {}
+
 
 def bce(logits, targets):
     """Element-wise binary cross-entropy in logits form (safe under mixed precision)."""

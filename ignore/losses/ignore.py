@@ -8,10 +8,12 @@ import contextlib
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.utils import make_grid
 
+from ..data.views import denormalise
 from ..errors import SPMLError
 from .base import DETECTION_RATIOS, Method, bce, detection_counts, masked_mean, observed_positive
-from .masking import positive_region_mask
+from .masking import normalise_per_image, positive_region_mask
 from .thresholds import GapThresholds
 
 MASKED_BATCHNORM_MODES = ("batch", "eval")
@@ -89,6 +91,26 @@ class Ignore(Method):
                   "entries": torch.tensor(reject.numel(), device=reject.device)}
         return {"loss": loss, "logits": weak_logits.detach(),
                 "parts": {name: value.detach() for name, value in parts.items()}, "counts": counts}
+
+    @torch.no_grad()
+    def pictures(self, model, batch):
+        """One row per image: the image, its observed positive's CAM over it, the masked image."""
+        network = self.accelerator.unwrap_model(model)
+        was_training = network.training
+        network.eval()
+        images = batch["weak"]
+        positive = observed_positive(batch)
+        with self.accelerator.autocast():
+            cam = network(images)["cam"].float()
+        mask = positive_region_mask(cam, positive, images.shape[-2:], self.config.cam_threshold)
+        normalised = normalise_per_image(cam.flatten(0, 1)).view_as(cam)
+        heat = normalised.masked_fill(~positive[:, :, None, None], 0).amax(dim=1, keepdim=True)
+        heat = F.interpolate(heat, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        network.train(was_training)
+        pixels = denormalise(images.float())
+        overlay = 0.5 * pixels + 0.5 * heat * torch.tensor([1.0, 0.2, 0.0], device=heat.device)[:, None, None]
+        rows = torch.stack([pixels, overlay, pixels * mask], dim=1).flatten(0, 1)
+        return {"ignore/image_cam_masked": make_grid(rows.cpu(), nrow=3, padding=2, pad_value=1.0)}
 
     def masked_logits(self, model, masked_images):
         """Logits of the masked images: no graph, unwrapped from DDP, BatchNorm as configured."""

@@ -1,4 +1,4 @@
-"""A torchvision ResNet trunk with a 1x1-conv CAM head: logits = global average of the CAM."""
+"""Trunks: image -> feature map (B, F, h, w). The heads attach to any of them."""
 import pickle
 from pathlib import Path
 
@@ -9,7 +9,35 @@ from torch import nn
 
 from ..errors import SPMLError
 
-BACKBONES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+RESNET_WIDTHS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+
+
+def small_cnn():
+    """Five 3x3 conv layers, stride 8: a from-scratch trunk that learns the demo in minutes on a CPU.
+
+    Not a research backbone: the published protocol uses an ImageNet ResNet-50. Its stride
+    of 8 gives an 8x8 CAM at 64 px, fine enough to mask one digit of a demo canvas.
+    """
+    def block(inputs, outputs, pool):
+        layers = [nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU(inplace=True)]
+        return layers + ([nn.MaxPool2d(2)] if pool else [])
+
+    layers = block(3, 32, True) + block(32, 64, True) + block(64, 128, False) + block(128, 128, True) + block(128, 256, False)
+    return nn.Sequential(*layers), 256
+
+
+def build_trunk(name, pretrained=""):
+    """(trunk, feature width). pretrained: a local torchvision state dict for a ResNet."""
+    if name == "small_cnn":
+        if pretrained:
+            raise SPMLError("model.pretrained is for the torchvision ResNets; small_cnn trains from scratch")
+        return small_cnn()
+    if name not in RESNET_WIDTHS:
+        raise SPMLError(f"model.backbone '{name}' is not one of {sorted(RESNET_WIDTHS) + ['small_cnn']}")
+    network = getattr(torchvision.models, name)(weights=None)
+    if pretrained:
+        load_pretrained(network, pretrained)
+    return nn.Sequential(*list(network.children())[:-2]), RESNET_WIDTHS[name]  # drop avgpool and fc
 
 
 def load_state_dict_file(path):
@@ -29,52 +57,18 @@ def load_state_dict_file(path):
     return state
 
 
-class CAMResNet(nn.Module):
-    """forward(images) -> {"logits": (B, C), "cam": (B, C, h, w)}.
-
-    A list of image batches runs one forward per batch (each with its own BatchNorm
-    statistics) inside one call, so DDP sees a single forward per step.
-    """
-
-    def __init__(self, backbone, num_classes, pretrained=""):
-        super().__init__()
-        if backbone not in BACKBONES:
-            raise SPMLError(f"model.backbone '{backbone}' is not one of {sorted(BACKBONES)}")
-        network = getattr(torchvision.models, backbone)(weights=None)
-        if pretrained:
-            load_pretrained(network, pretrained)
-        self.trunk = nn.Sequential(*list(network.children())[:-2])  # everything before avgpool and fc
-        self.head = nn.Conv2d(BACKBONES[backbone], num_classes, kernel_size=1, bias=True)
-
-    def forward_features(self, images):
-        return self.trunk(images)
-
-    def forward_head(self, features):
-        cam = self.head(features)
-        return {"logits": cam.mean(dim=(2, 3)), "cam": cam}
-
-    def forward(self, images):
-        if isinstance(images, (list, tuple)):
-            return [self.forward_head(self.forward_features(batch)) for batch in images]
-        return self.forward_head(self.forward_features(images))
-
-    def head_parameters(self):
-        return list(self.head.parameters())
-
-
 def load_pretrained(network, path):
     """Load a torchvision ResNet state dict; the ImageNet fc layer may be absent or present."""
     state = load_state_dict_file(path)
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}
-    expected = {key for key in network.state_dict() if not key.startswith("fc.")}
-    missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
+    own = {key: value for key, value in network.state_dict().items() if not key.startswith("fc.")}
+    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
     if missing or unexpected:
         raise SPMLError(
             f"{path}: not a {type(network).__name__} state dict "
             f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
             f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})"
         )
-    own = network.state_dict()
     for key, value in state.items():
         if value.shape != own[key].shape:
             raise SPMLError(f"{path}: '{key}' has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")

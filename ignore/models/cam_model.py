@@ -1,0 +1,34 @@
+"""A trunk with a 1x1-conv CAM head: logits = global average of the class activation maps."""
+from torch import nn
+
+from .backbones import build_trunk
+
+
+class CAMClassifier(nn.Module):
+    """forward(images) -> {"logits": (B, C), "cam": (B, C, h, w)}.
+
+    A list of image batches runs one forward per batch (each with its own BatchNorm
+    statistics) inside one call, so DDP sees a single forward per step. Any model that
+    returns the same dict (a query-based head with attention maps as "cam") plugs into the
+    methods unchanged.
+    """
+
+    def __init__(self, backbone, num_classes, pretrained=""):
+        super().__init__()
+        self.trunk, width = build_trunk(backbone, pretrained)
+        self.head = nn.Conv2d(width, num_classes, kernel_size=1, bias=True)
+
+    def forward_features(self, images):
+        return self.trunk(images)
+
+    def forward_head(self, features):
+        cam = self.head(features)
+        return {"logits": cam.mean(dim=(2, 3)), "cam": cam}
+
+    def forward(self, images):
+        if isinstance(images, (list, tuple)):
+            return [self.forward_head(self.forward_features(batch)) for batch in images]
+        return self.forward_head(self.forward_features(images))
+
+    def head_parameters(self):
+        return list(self.head.parameters())
