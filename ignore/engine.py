@@ -69,9 +69,9 @@ def train_one_epoch(run, epoch, loader, progress_bar):
             optimizer.zero_grad(set_to_none=True)
         meter.add(output)
         epoch_meter.add(output)
-        skipped += len(batch["skipped"])
-        for row in batch["skipped"].tolist():
-            accelerator.print(f"skipped unreadable image: train row {row}")
+        if len(batch["skipped"]):  # a shape, not a value: no synchronisation unless something was skipped
+            skipped += len(batch["skipped"])
+            accelerator.print(f"skipped unreadable images: train rows {batch['skipped'].tolist()}")
         if not accelerator.sync_gradients:
             continue
         scheduler.step()

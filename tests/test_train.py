@@ -1,6 +1,7 @@
 """The trainer end to end, in real processes: a run, its export, resume, bad input."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,21 @@ def test_non_finite_loss_stops_the_run_with_the_step_and_the_parts(tiny_dataset,
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: non-finite loss at step 1..1") and "loss_spbc=" in last
+
+
+def test_unreadable_training_image_stops_the_run_or_is_skipped_and_counted(tiny_dataset, tmp_path):
+    dataset = tmp_path / "dataset"
+    shutil.copytree(tiny_dataset, dataset)
+    broken = load_dataset(dataset).splits["train"]["image"][5]
+    (dataset / "images" / broken).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+
+    stopped = run_train(*tiny_run_overrides(dataset, tmp_path / "error"))
+    assert stopped.returncode == 2
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {dataset / 'images' / broken}: cannot decode image")
+
+    skipped = run_train(*tiny_run_overrides(dataset, tmp_path / "skip", "data.bad_images=skip"))
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    metrics = json.loads((tmp_path / "skip" / "metrics.json").read_text())
+    assert metrics["skipped_images"] == 2  # once in each of the two epochs
+    assert "skipped unreadable images: train rows [5]" in skipped.stdout

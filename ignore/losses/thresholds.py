@@ -32,9 +32,12 @@ class GapThresholds(nn.Module):
         statistics = reduce_sum(statistics)
         gap_sum, gap_count = statistics[0], statistics[1]
         logit_sum, logit_count = statistics[2:-1], statistics[-1]
-        if gap_count > 0:  # a global batch without a positive leaves the threshold as it was
-            gap_mean = (gap_sum / gap_count).float()
-            self.gap_threshold.mul_(self.gap_lambda).add_((1 - self.gap_lambda) * gap_mean)
-        if logit_count > 0:
-            logit_mean = (logit_sum / logit_count).float()
-            self.avg_threshold.mul_(self.avg_lambda).add_((1 - self.avg_lambda) * logit_mean)
+        # torch.where rather than `if count > 0`: no host-device synchronisation in the step.
+        # A global batch without an observed positive leaves the gap threshold as it was.
+        self._ema(self.gap_threshold, self.gap_lambda, gap_sum, gap_count)
+        self._ema(self.avg_threshold, self.avg_lambda, logit_sum, logit_count)
+
+    @staticmethod
+    def _ema(threshold, decay, total, count):
+        mean = (total / count.clamp(min=1)).to(threshold.dtype)
+        threshold.copy_(torch.where(count > 0, decay * threshold + (1 - decay) * mean, threshold))
