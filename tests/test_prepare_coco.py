@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ignore.data.format import load_dataset
-from ignore.data.protocol import observe_positives, split_train_val
+from protocol_check import assert_follows_protocol
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "data_scripts" / "prepare_coco.py"
@@ -101,17 +101,7 @@ def test_main_writes_the_protocol(coco_root, tmp_path, capsys):
     assert dataset.class_names == CLASS_NAMES
     assert dataset.image_root == coco_root.resolve()
     assert dataset.meta["sizes"] == {"train": 4, "val": 1, "test": 2}
-    train_index, val_index = split_train_val(len(TRAIN_IMAGES))
-    train_observed = observe_positives(TRAIN_LABELS)
-    for name, index in (("train", train_index), ("val", val_index)):
-        split = dataset.splits[name]
-        assert split["image"] == [TRAIN_IMAGES[i] for i in index]
-        np.testing.assert_array_equal(np.array(split["labels"]), TRAIN_LABELS[index])
-        np.testing.assert_array_equal(np.array(split["observed"]), train_observed[index])
-    test = dataset.splits["test"]
-    assert test["image"] == TEST_IMAGES
-    np.testing.assert_array_equal(np.array(test["labels"]), TEST_LABELS)
-    np.testing.assert_array_equal(np.array(test["observed"]), observe_positives(TEST_LABELS))
+    assert_follows_protocol(dataset, TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 
 
 def run_script(*args):

@@ -14,7 +14,7 @@ prepare = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(prepare)
 
 from ignore.data.format import load_dataset  # noqa: E402
-from ignore.data.protocol import observe_positives, split_train_val  # noqa: E402
+from protocol_check import assert_follows_protocol  # noqa: E402
 
 ATTRIBUTES = ["has_bill_shape::curved_(up_or_down)", "has_bill_shape::dagger", "has_wing_color::blue",
               "has_wing_color::brown", "has_size::small_(5_-_9_in)"]
@@ -119,19 +119,8 @@ def check_converted(out, root):
     assert dataset.image_root == (root / "images").resolve()
     assert dataset.meta["sizes"] == {"train": 4, "val": 1, "test": 2}
     assert dataset.meta["images_without_positive"] == {"train": 1, "val": 1, "test": 1}
-    official_train = LABELS[np.array(TRAIN_IDS) - 1]
-    official_test = LABELS[np.array(TEST_IDS) - 1]
-    train_observed = observe_positives(official_train)
-    train_index, val_index = split_train_val(len(TRAIN_IDS))
-    for split, index in (("train", train_index), ("val", val_index)):
-        rows = dataset.splits[split]
-        assert rows["image"] == [IMAGES[TRAIN_IDS[i]] for i in index]
-        np.testing.assert_array_equal(np.array(rows["labels"]), official_train[index])
-        np.testing.assert_array_equal(np.array(rows["observed"]), train_observed[index])
-    rows = dataset.splits["test"]
-    assert rows["image"] == [IMAGES[i] for i in TEST_IDS]
-    np.testing.assert_array_equal(np.array(rows["labels"]), official_test)
-    np.testing.assert_array_equal(np.array(rows["observed"]), observe_positives(official_test))
+    assert_follows_protocol(dataset, [IMAGES[i] for i in TRAIN_IDS], LABELS[np.array(TRAIN_IDS) - 1],
+                            [IMAGES[i] for i in TEST_IDS], LABELS[np.array(TEST_IDS) - 1])
     # Image 6 has no attribute and is the validation row: kept, unobserved.
     assert dataset.splits["val"]["image"] == [IMAGES[6]]
     assert dataset.splits["val"]["observed"] == [[0, 0, 0, 0, 0]]

@@ -14,6 +14,7 @@ prepare = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(prepare)
 
 from ignore.data.format import load_dataset  # noqa: E402
+from protocol_check import assert_follows_protocol  # noqa: E402
 from ignore.data.protocol import observe_positives, split_train_val  # noqa: E402
 
 CONCEPTS = ["animal", "sky", "water", "person"]
@@ -116,18 +117,8 @@ def check_converted(out, root):
     assert dataset.image_root == (root / "Flickr").resolve()
     assert dataset.meta["sizes"] == {"train": 8, "val": 2, "test": 4}
     assert dataset.meta["images_without_positive"] == {"train": 1, "val": 1, "test": 1}
-    train_observed = observe_positives(TRAIN_LABELS)
-    test_observed = observe_positives(TEST_LABELS)
-    train_index, val_index = split_train_val(len(TRAIN_LIST))
-    for split, index in (("train", train_index), ("val", val_index)):
-        rows = dataset.splits[split]
-        assert rows["image"] == [train_images[i] for i in index]
-        np.testing.assert_array_equal(np.array(rows["labels"]), TRAIN_LABELS[index])
-        np.testing.assert_array_equal(np.array(rows["observed"]), train_observed[index])
+    assert_follows_protocol(dataset, train_images, TRAIN_LABELS, test_images, TEST_LABELS)
     rows = dataset.splits["test"]
-    assert rows["image"] == test_images
-    np.testing.assert_array_equal(np.array(rows["labels"]), TEST_LABELS)
-    np.testing.assert_array_equal(np.array(rows["observed"]), test_observed)
     # Unlabelled rows are present and stay unobserved.
     assert sorted(np.flatnonzero(np.array(rows["observed"]).sum(1) == 0)) == [1]
     for split in dataset.splits.values():
