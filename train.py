@@ -43,7 +43,7 @@ def main(argv=None):
     set_seed(config.train.seed)
     data = load_spml_data(config.data, accelerator)
     num_classes = len(data.class_names)
-    model = CAMClassifier(config.model.backbone, num_classes, config.model.pretrained)
+    model = CAMClassifier(config.model.backbone, num_classes, config.model.pretrained, config.model.channels_last)
     method = build_method(config.method, num_classes, accelerator)
     train_loader, val_loader, test_loader = build_loaders(data, config.data, method.views,
                                                           config.train.batch_size, config.train.seed)

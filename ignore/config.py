@@ -31,6 +31,7 @@ class ModelConfig:
     backbone: str = "small_cnn"  # resnet18 | resnet34 | resnet50 | small_cnn (demo-sized, from scratch)
     pretrained: str = ""  # a local torchvision state dict (.pth or .safetensors); never downloaded
     head_lr_multiplier: float = 10.0  # the 1x1 CAM head learns this much faster (SPEC 2.9)
+    channels_last: bool = True  # NHWC weights and inputs: faster convolutions on GPUs and oneDNN CPUs
 
 
 @dataclass
@@ -48,6 +49,7 @@ class MethodConfig:
     # most of IGNORE's gain (README, Results), so the demo default is off; the paper recipe turns it on.
     strong_view: bool = False  # off: the weak logits stand in for the strong ones, no L_reg
     masked_batchnorm: str = "batch"  # "batch": own batch statistics, running ones untouched; "eval"
+    batched_views: bool = False  # weak and strong in ONE forward: faster, BatchNorm statistics shared by both
 
 
 @dataclass

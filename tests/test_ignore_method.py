@@ -24,6 +24,17 @@ class ImageIsCAM(nn.Module):
         return {"cam": images, "logits": images.mean(dim=(2, 3))}
 
 
+class ImageIsCAMAfter(nn.Module):
+    """The same stand-in after a real layer stack (for BatchNorm and autograd checks)."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def forward(self, images):
+        return ImageIsCAM()(self.network(images))
+
+
 # image 0, observed class 0: CAM of class 0 is [1, 0.5] -> normalised [1, 0] -> keep pixel 0
 # image 1, observed class 2: CAM of class 2 is [1, 4]   -> normalised [0, 1] -> keep pixel 1
 IMAGES = torch.tensor([
@@ -163,3 +174,21 @@ def test_masked_pass_batchnorm_uses_batch_statistics_without_updating_running_on
     with batchnorm_mode(layer, "eval"):
         assert torch.allclose(layer(images), images / math.sqrt(1 + layer.eps))  # running stats 0 and 1
     assert layer.training
+
+
+def test_batched_views_give_the_same_step_when_the_network_has_no_batchnorm():
+    step_batch = batch()
+    step_batch["strong"] = IMAGES * 0.5
+    separate = make_method().step(ImageIsCAM(), step_batch, epoch=1)
+    together = make_method(batched_views=True).step(ImageIsCAM(), step_batch, epoch=1)
+    assert together["loss"].item() == pytest.approx(separate["loss"].item(), rel=1e-6)
+    assert together["parts"]["loss_reg"].item() == pytest.approx(separate["parts"]["loss_reg"].item(), rel=1e-6)
+    assert separate["parts"]["loss_reg"].item() > 0
+
+
+def test_masked_pass_keeps_no_graph_and_leaves_running_statistics_alone():
+    network = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)).train()
+    model = ImageIsCAMAfter(network)
+    logits = make_method().masked_logits(model, torch.randn(2, 3, 4, 4, requires_grad=True))
+    assert logits.grad_fn is None and not logits.requires_grad
+    assert network[1].num_batches_tracked.item() == 0 and network[1].running_mean.abs().sum().item() == 0

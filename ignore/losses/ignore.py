@@ -58,7 +58,10 @@ class Ignore(Method):
         config = self.config
         weak = batch["weak"]
         positive = observed_positive(batch)
-        if config.strong_view:
+        if config.strong_view and config.batched_views:
+            both = model(torch.cat([weak, batch["strong"]]))  # one forward: BatchNorm sees both views
+            weak_output, strong_output = ({name: value.chunk(2)[half] for name, value in both.items()} for half in (0, 1))
+        elif config.strong_view:
             weak_output, strong_output = model([weak, batch["strong"]])
         else:
             weak_output = strong_output = model(weak)

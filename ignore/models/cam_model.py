@@ -1,4 +1,5 @@
 """A trunk with a 1x1-conv CAM head: logits = global average of the class activation maps."""
+import torch
 from torch import nn
 
 from .backbones import build_trunk
@@ -13,13 +14,15 @@ class CAMClassifier(nn.Module):
     methods unchanged.
     """
 
-    def __init__(self, backbone, num_classes, pretrained=""):
+    def __init__(self, backbone, num_classes, pretrained="", channels_last=False):
         super().__init__()
         self.trunk, width = build_trunk(backbone, pretrained)
         self.head = nn.Conv2d(width, num_classes, kernel_size=1, bias=True)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.to(memory_format=self.memory_format)
 
     def forward_features(self, images):
-        return self.trunk(images)
+        return self.trunk(images.contiguous(memory_format=self.memory_format))
 
     def forward_head(self, features):
         cam = self.head(features)

@@ -1,0 +1,197 @@
+"""Throughput: the authors' recipe (reference) and our training loop, side by side.
+
+    python -m ignore.bench [--backbone resnet18] [--image-size 224] [--batch-size 16] [--steps 12]
+
+Same model, image size, batch and data (the demo dataset) for both. Each figure is measured
+in a fresh process, so peak memory is that phase's own:
+  loader      decode + views with the configured workers, no model
+  step        a fixed batch already on the device: forward, backward, optimiser
+  end_to_end  the loader feeding the steps
+  memory      peak memory of two steps above the model and optimiser state
+Ours runs with its defaults (channels_last, masked pass without autograd, one decode per
+image, persistent workers; bf16 autocast on a GPU unless --fp32). Runs as is on CPU or CUDA.
+A benchmark prints figures; it is not a test.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from .bench_reference import ReferenceDataset, ReferenceStep
+from .config import Config
+from .data.demo import ensure_demo_dataset
+from .data.format import load_dataset
+from .data.loading import build_loaders
+from .losses.ignore import Ignore
+from .models.cam_model import CAMClassifier
+from .optim import build_optimizer
+
+PHASES = ("loader", "step", "end_to_end")
+VARIANTS = ("reference", "ours")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=12, help="timed steps (or batches) per phase")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--workers", type=int, default=Config().data.num_workers)
+    parser.add_argument("--batched-views", action="store_true", help="ours: weak and strong in one forward")
+    parser.add_argument("--fp32", action="store_true", help="ours: no bf16 autocast on a GPU")
+    parser.add_argument("--child", nargs=2, metavar=("VARIANT", "PHASE"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(args, *args.child)))
+        return
+    forwarded = list(argv if argv is not None else sys.argv[1:])
+    results = {}
+    for phase in PHASES + ("memory",):
+        for variant in VARIANTS:
+            results[variant, phase] = run_child(forwarded, variant, phase)
+            print(f"{phase:<11} {variant:<9} {results[variant, phase]}", flush=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"\n{args.backbone}, {args.image_size} px, batch {args.batch_size}, {args.workers} workers, {device}, "
+          f"ours {'fp32' if args.fp32 or device == 'cpu' else 'bf16'}, reference fp32")
+    print(f"{'':<22} {'reference':>10} {'ours':>10} {'ours/ref':>9}")
+    for phase in PHASES:
+        reference, ours = results["reference", phase]["images_per_s"], results["ours", phase]["images_per_s"]
+        print(f"{phase + ' images/s':<22} {reference:>10.1f} {ours:>10.1f} {ours / reference:>8.2f}x")
+    reference, ours = results["reference", "memory"]["peak_mb"], results["ours", "memory"]["peak_mb"]
+    print(f"{'step peak memory MB':<22} {reference:>10.0f} {ours:>10.0f} {ours / reference:>8.2f}x"
+          "   (above the model and optimiser state)")
+    loader, step = results["ours", "loader"]["images_per_s"], results["ours", "step"]["images_per_s"]
+    print(f"ours: loader / step images/s = {loader / step:.2f}")
+
+
+def run_child(forwarded, variant, phase):
+    """One measurement in a fresh process. The memory phase is the step phase with large blocks
+    taken straight from mmap, so freed activations leave the resident set at once and the CPU
+    peak measures live memory rather than malloc's cache (it slows the step: no timing there)."""
+    environment = dict(os.environ)
+    if phase == "memory":
+        environment["MALLOC_MMAP_THRESHOLD_"] = "131072"
+    command = [sys.executable, "-m", "ignore.bench", *forwarded, "--child", variant, phase]
+    output = subprocess.run(command, check=True, capture_output=True, text=True, env=environment).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def measure(args, variant, phase):
+    """One phase of one variant in this process: {"images_per_s", "peak_mb"}."""
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              mixed_precision="bf16" if variant == "ours" and torch.cuda.is_available()
+                              and not args.fp32 else "no")
+    torch.manual_seed(0)
+    data = load_dataset(ensure_demo_dataset())
+    loader = make_loader(args, variant, data)
+    if phase == "loader":
+        return time_loader(loader, args)
+    model, optimizer, step = make_training(args, variant, len(data.class_names), accelerator)
+    if variant == "ours":
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    else:
+        model = model.to(accelerator.device)
+    if phase in ("step", "memory"):
+        batch = to_device(next(iter(loader)), accelerator.device)
+        batches = (batch for _ in range(args.warmup + args.steps + 1))
+    else:
+        batches = (to_device(batch, accelerator.device) for batch in loader)
+    steps = 2 if phase == "memory" else args.steps
+    started = memory = None
+    for index, batch in enumerate(batches):
+        if index == args.warmup:  # optimiser state exists now: the peak above this is the step's own
+            synchronise(accelerator.device)
+            memory = PeakMemory(accelerator.device)
+            started = time.perf_counter()
+        if index == args.warmup + steps:
+            break
+        step(model, optimizer, batch)
+    synchronise(accelerator.device)
+    return {"images_per_s": steps * args.batch_size / (time.perf_counter() - started),
+            "peak_mb": memory.peak_mb()}
+
+
+def make_loader(args, variant, data):
+    if variant == "reference":
+        dataset = ReferenceDataset(data.splits["train"], data.image_root, args.image_size)
+        return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True)
+    config = Config()
+    config.data.image_size, config.data.num_workers = args.image_size, args.workers
+    train_loader, _, _ = build_loaders(data, config.data, ("weak", "strong"), args.batch_size, seed=0)
+    return train_loader
+
+
+def make_training(args, variant, num_classes, accelerator):
+    """(model, optimiser, step(model, optimizer, batch)) for one variant, rejection active."""
+    config = Config()
+    model = CAMClassifier(args.backbone, num_classes, channels_last=variant == "ours")
+    optimizer = build_optimizer(model, config.optim, config.model.head_lr_multiplier, config.optim.lr)
+    if variant == "reference":
+        return model, optimizer, ReferenceStep(num_classes)
+    config.method.strong_view, config.method.batched_views = True, args.batched_views
+    method = Ignore(config.method, num_classes, accelerator).to(accelerator.device)
+
+    def step(model, optimizer, batch):
+        output = method.step(model, batch, epoch=config.method.warm_up)
+        accelerator.backward(output["loss"])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return model, optimizer, step
+
+
+def time_loader(loader, args):
+    iterator = iter(loader)
+    next(iterator)  # worker start-up is not throughput
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        next(iterator)
+    return {"images_per_s": args.steps * args.batch_size / (time.perf_counter() - started), "peak_mb": 0.0}
+
+
+def to_device(batch, device):
+    return {name: value.to(device, non_blocking=True) for name, value in batch.items()}
+
+
+def synchronise(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PeakMemory:
+    """Peak memory above the level at construction: CUDA allocator, or the process's resident set."""
+
+    def __init__(self, device):
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            self.start = torch.cuda.memory_allocated(device)
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+            self.start = proc_status_kb("VmRSS")
+
+    def peak_mb(self):
+        if self.device.type == "cuda":
+            return (torch.cuda.max_memory_allocated(self.device) - self.start) / 2**20
+        return (proc_status_kb("VmHWM") - self.start) / 1024
+
+
+def proc_status_kb(field):
+    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
+
+
+if __name__ == "__main__":
+    main()
