@@ -134,6 +134,7 @@ def test(run, test_loader, skipped, seconds, last_epoch):
     accelerator.wait_for_everyone()
     accelerator.unwrap_model(run.model).load_state_dict(load_file(str(output_dir / EXPORT / "model.safetensors")))
     test_metrics, test_scores = evaluate(run.model, test_loader, accelerator)
+    skipped = int(accelerator.reduce(torch.tensor(skipped, device=accelerator.device), reduction="sum"))  # all ranks
     summary = {"method": run.config.method.name, "best_epoch": run.progress.best_epoch,
                "best_val_mAP": run.progress.best_val_map, "test": test_metrics, "last_epoch_train": last_epoch,
                "skipped_images": skipped, "thresholds_identical_across_ranks": thresholds_identical_across_ranks(run),
