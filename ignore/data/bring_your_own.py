@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SPMLError
-from .format import FORMAT_VERSION, SPLITS, SPMLDataset, SplitArrays, apply_protocol, check_split_arrays
+from .format import (SPLITS, SPMLDataset, SplitArrays, apply_protocol, check_split_arrays, dataset_meta,
+                     split_features)
 from .protocol import PROTOCOL_SEED, observe_positives
 
 
 def load_hf_dataset(path, image_column, label_column):
     """The dataset saved at `path` as an SPMLDataset; every problem is one SPMLError."""
-    from datasets import Dataset, Features, Sequence, Value, disable_progress_bars
+    from datasets import Dataset, disable_progress_bars
 
     for key, value, other in (("image", image_column, "label"), ("label", label_column, "image")):
         if not value:
@@ -33,15 +34,11 @@ def load_hf_dataset(path, image_column, label_column):
     for name, split in splits.items():
         check_split_arrays(name, split, len(class_names))
         entries, image_feature = images[origin[name]]
-        features = Features({"image": image_feature, "labels": Sequence(Value("uint8"), length=len(class_names)),
-                             "observed": Sequence(Value("int8"), length=len(class_names))})
+        features = split_features(image_feature, len(class_names))
         tables[name] = Dataset.from_dict({"image": [entries[row] for row in split.images],
                                           "labels": split.labels.tolist(), "observed": split.observed.tolist()},
                                          features=features)
-    meta = {"format": "spml", "version": FORMAT_VERSION, "class_names": class_names,
-            "source": f"huggingface:{path}", "image_root": str(path), "protocol": protocol,
-            "sizes": {name: len(tables[name]) for name in SPLITS},
-            "images_without_positive": {name: int((splits[name].labels.sum(1) == 0).sum()) for name in SPLITS}}
+    meta = dataset_meta(splits, class_names, source=f"huggingface:{path}", image_root=path, protocol=protocol)
     # Image paths start at the dataset directory; `path / "/abs"` is "/abs", so absolute ones work too.
     return SPMLDataset(tables, meta, path)
 

@@ -75,16 +75,12 @@ def write_dataset(out_dir, splits, class_names, *, image_root, source, protocol)
     Written to a temporary sibling and renamed, so a killed run never leaves half a dataset.
     Files already inside `out_dir` that are not part of a dataset (an images/ folder) stay.
     """
-    from datasets import Dataset, DatasetDict, Features, Sequence, Value, disable_progress_bars
+    from datasets import Dataset, DatasetDict, Value, disable_progress_bars
 
     disable_progress_bars()
     out_dir = Path(out_dir).resolve()
     num_classes = len(class_names)
-    features = Features({
-        "image": Value("string"),
-        "labels": Sequence(Value("uint8"), length=num_classes),
-        "observed": Sequence(Value("int8"), length=num_classes),
-    })
+    features = split_features(Value("string"), num_classes)
     tables = {}
     for name in SPLITS:
         split = splits[name]
@@ -93,16 +89,7 @@ def write_dataset(out_dir, splits, class_names, *, image_root, source, protocol)
             {"image": list(split.images), "labels": split.labels.tolist(), "observed": split.observed.tolist()},
             features=features,
         )
-    meta = {
-        "format": "spml",
-        "version": FORMAT_VERSION,
-        "class_names": list(class_names),
-        "source": source,
-        "image_root": str(image_root),
-        "protocol": protocol,
-        "sizes": {name: len(tables[name]) for name in SPLITS},
-        "images_without_positive": {name: int((splits[name].labels.sum(1) == 0).sum()) for name in SPLITS},
-    }
+    meta = dataset_meta(splits, class_names, source=source, image_root=image_root, protocol=protocol)
     if out_dir.exists() and not out_dir.is_dir():
         raise SPMLError(f"{out_dir}: exists and is not a directory")
     tmp_dir = out_dir.with_name(out_dir.name + ".tmp-write")
@@ -120,6 +107,31 @@ def write_dataset(out_dir, splits, class_names, *, image_root, source, protocol)
         os.replace(tmp_dir / name, target)
     shutil.rmtree(tmp_dir)
     return meta
+
+
+def split_features(image_feature, num_classes):
+    """The columns of every split: the image, then clean and observed label vectors."""
+    from datasets import Features, Sequence, Value
+
+    return Features({
+        "image": image_feature,
+        "labels": Sequence(Value("uint8"), length=num_classes),
+        "observed": Sequence(Value("int8"), length=num_classes),
+    })
+
+
+def dataset_meta(splits, class_names, *, source, image_root, protocol):
+    """The dataset-level metadata of `splits` ({name: SplitArrays}), as spml_meta.json holds it."""
+    return {
+        "format": "spml",
+        "version": FORMAT_VERSION,
+        "class_names": list(class_names),
+        "source": source,
+        "image_root": str(image_root),
+        "protocol": protocol,
+        "sizes": {name: len(splits[name].images) for name in SPLITS},
+        "images_without_positive": {name: int((splits[name].labels.sum(1) == 0).sum()) for name in SPLITS},
+    }
 
 
 def check_split_arrays(name, split, num_classes):
