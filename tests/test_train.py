@@ -25,8 +25,8 @@ def tiny_run_overrides(dataset, output_dir, *extra):
             f"train.output_dir={output_dir}", *extra]
 
 
-def run_train(*args, launcher=(PYTHON, "train.py")):
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+def run_train(*args, launcher=(PYTHON, "train.py"), **extra_environment):
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **extra_environment}
     return subprocess.run([*launcher, *args], cwd=REPO, capture_output=True, text=True, env=environment, timeout=600)
 
 
@@ -127,3 +127,14 @@ def test_unreadable_training_image_stops_the_run_or_is_skipped_and_counted(tiny_
     metrics = json.loads((tmp_path / "skip" / "metrics.json").read_text())
     assert metrics["skipped_images"] == 2  # once in each of the two epochs
     assert "skipped unreadable images: train rows [5]" in skipped.stdout
+
+
+def test_gradient_accumulation_from_accelerate_and_checkpoint_pruning(tiny_dataset, tmp_path):
+    # 4 batches an epoch accumulated by 2 = 2 optimiser steps an epoch, 4 in all; a checkpoint
+    # every step, the newest 2 kept, none left half-written
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "run", "train.checkpoint_every_steps=1",
+                                           "train.keep_checkpoints=2"), ACCELERATE_GRADIENT_ACCUMULATION_STEPS="2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "global batch 16, lr 0.001" in result.stdout
+    remaining = sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir())
+    assert remaining == ["step-000000003", "step-000000004"]
