@@ -79,7 +79,7 @@ def main(argv=None):
     if run.progress.best_epoch < 0:
         accelerator.print(f"stopped at step {run.progress.global_step} before the first evaluation; no test run")
     else:
-        test(run, test_loader, skipped, time.time() - started, last_epoch)
+        test(run, test_loader, data.class_names, skipped, time.time() - started, last_epoch)
     accelerator.end_training()
 
 
@@ -128,7 +128,7 @@ def log_pictures(run, preview):
         tracker.log_images({tag: image[None] for tag, image in pictures.items()}, step=run.progress.global_step)
 
 
-def test(run, test_loader, skipped, seconds, last_epoch):
+def test(run, test_loader, class_names, skipped, seconds, last_epoch):
     """The best epoch's weights on the test split: metrics.json, test scores, a printed line."""
     accelerator, output_dir = run.accelerator, Path(run.config.train.output_dir)
     accelerator.wait_for_everyone()
@@ -144,9 +144,16 @@ def test(run, test_loader, skipped, seconds, last_epoch):
         np.save(output_dir / "test_scores.npy", test_scores)
     accelerator.log({f"test/{name}": test_metrics[name] for name in ("mAP", "CF1", "OF1")},
                     step=run.progress.global_step)
+    accelerator.print(results_table(class_names, test_metrics))
     accelerator.print(f"test (best epoch {run.progress.best_epoch}): mAP {test_metrics['mAP']:.2f}  "
                       f"CF1 {test_metrics['CF1']:.2f}  OF1 {test_metrics['OF1']:.2f}"
                       + (f"  ({skipped} unreadable training images skipped)" if skipped else ""))
+
+
+def results_table(class_names, metrics):
+    """Per-class test AP, a few classes a line."""
+    cells = [f"{name[:14]:>14} {ap:6.2f}" for name, ap in zip(class_names, metrics["per_class_AP"])]
+    return "\n".join(["test AP per class:"] + ["   ".join(cells[i:i + 4]) for i in range(0, len(cells), 4)])
 
 
 def thresholds_identical_across_ranks(run):
