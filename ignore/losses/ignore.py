@@ -13,7 +13,7 @@ from torchvision.utils import make_grid
 from ..data.views import denormalise
 from ..errors import SPMLError
 from .base import DETECTION_RATIOS, Method, bce, detection_counts, masked_mean, observed_positive
-from .masking import normalise_per_image, positive_region_mask
+from .masking import positive_cam, positive_region_mask
 from .thresholds import GapThresholds
 
 MASKED_BATCHNORM_MODES = ("batch", "eval")
@@ -105,11 +105,9 @@ class Ignore(Method):
         positive = observed_positive(batch)
         with self.accelerator.autocast():
             cam = network(images)["cam"].float()
-        mask = positive_region_mask(cam, positive, images.shape[-2:], self.config.cam_threshold)
-        normalised = normalise_per_image(cam.flatten(0, 1)).view_as(cam)
-        heat = normalised.masked_fill(~positive[:, :, None, None], 0).amax(dim=1, keepdim=True)
-        heat = F.interpolate(heat, size=images.shape[-2:], mode="bilinear", align_corners=False)
         network.train(was_training)
+        heat = positive_cam(cam, positive, images.shape[-2:])
+        mask = (heat > self.config.cam_threshold).float()  # the step's mask, from the same map
         pixels = denormalise(images.float())
         overlay = 0.5 * pixels + 0.5 * heat * torch.tensor([1.0, 0.2, 0.0], device=heat.device)[:, None, None]
         rows = torch.stack([pixels, overlay, pixels * mask], dim=1).flatten(0, 1)

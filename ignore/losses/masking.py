@@ -10,16 +10,21 @@ def normalise_per_image(cam):
     return ((flat - low) / (high - low).clamp(min=1e-12)).view_as(cam)
 
 
-def positive_region_mask(cam, observed_positive, image_size, threshold):
-    """(B, 1, H, W) float mask: 1 where the normalised CAM of the observed positive > threshold.
+def positive_cam(cam, observed_positive, image_size):
+    """(B, 1, H, W): the per-image normalised CAM of the observed positive, upsampled to the image.
 
     cam: (B, C, h, w); observed_positive: (B, C) bool. With several observed positives the
-    union of their regions is kept. An image without an observed positive keeps all pixels.
+    maximum (the union of their regions) is taken. An image without an observed positive
+    gets 1 everywhere, so its mask keeps all pixels.
     """
     cam = cam.detach().float()
     normalised = normalise_per_image(cam.flatten(0, 1)).view_as(cam)
     # -inf on the other classes so the maximum picks the observed positives only
-    positive_cam = normalised.masked_fill(~observed_positive[:, :, None, None], float("-inf")).amax(dim=1)
-    positive_cam = torch.where(observed_positive.any(dim=1)[:, None, None], positive_cam, torch.ones_like(positive_cam))
-    upsampled = F.interpolate(positive_cam[:, None], size=image_size, mode="bilinear", align_corners=False)
-    return (upsampled > threshold).to(cam.dtype)
+    positive = normalised.masked_fill(~observed_positive[:, :, None, None], float("-inf")).amax(dim=1)
+    positive = torch.where(observed_positive.any(dim=1)[:, None, None], positive, torch.ones_like(positive))
+    return F.interpolate(positive[:, None], size=image_size, mode="bilinear", align_corners=False)
+
+
+def positive_region_mask(cam, observed_positive, image_size, threshold):
+    """(B, 1, H, W) float mask: 1 where `positive_cam` exceeds threshold."""
+    return (positive_cam(cam, observed_positive, image_size) > threshold).float()
