@@ -8,6 +8,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from .errors import SPMLError
+from .files import write_text_atomic
 
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
@@ -80,7 +81,4 @@ def export_model(accelerator, model, export_info, output_dir):
 
 
 def write_json_atomic(path, payload):
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(partial, path)
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from .errors import SPMLError
+from .files import write_text_atomic
 
 
 @dataclass
@@ -156,10 +157,7 @@ def load_config(config_file=None, overrides=()):
 
 def save_config(config, path):
     """The merged config as YAML, written atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
-    tmp.replace(path)
+    write_text_atomic(path, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
 def scaled_lr(optim, global_batch_size):

@@ -116,7 +116,7 @@ def test_save_then_load_round_trips(tmp_path):
     ])
     path = tmp_path / "config.yaml"
     save_config(config, path)
-    assert not (tmp_path / "config.yaml.tmp").exists()
+    assert not (tmp_path / "config.yaml.partial").exists()
     loaded = load_config(path)
     assert loaded == config
     assert dataclasses.asdict(loaded)["optim"]["lr"] == 1e-5
