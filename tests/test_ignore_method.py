@@ -18,9 +18,12 @@ from ignore.losses.thresholds import GapThresholds
 
 
 class ImageIsCAM(nn.Module):
-    def forward(self, images):
+    def forward(self, images, between=None):
         if isinstance(images, (list, tuple)):
-            return [self(batch) for batch in images]
+            outputs = [self(images[0])]
+            if between is not None:
+                between(outputs[0])
+            return outputs + [self(batch) for batch in images[1:]]
         return {"cam": images, "logits": images.mean(dim=(2, 3))}
 
 
@@ -192,3 +195,22 @@ def test_masked_pass_keeps_no_graph_and_leaves_running_statistics_alone():
     logits = make_method().masked_logits(model, torch.randn(2, 3, 4, 4, requires_grad=True))
     assert logits.grad_fn is None and not logits.requires_grad
     assert network[1].num_batches_tracked.item() == 0 and network[1].running_mean.abs().sum().item() == 0
+
+
+def test_masked_pass_runs_between_the_weak_and_the_strong_forward():
+    """So that its activations are freed before the strong view's graph is built (peak memory)."""
+
+    class Recording(ImageIsCAM):
+        seen = []
+
+        def forward(self, images, between=None):
+            if not isinstance(images, (list, tuple)):
+                self.seen.append(images)
+            return super().forward(images, between)
+
+    step_batch = batch()
+    step_batch["strong"] = IMAGES * 0.5
+    make_method().step(Recording(), step_batch, epoch=1)
+    weak, masked, strong = Recording.seen
+    assert torch.equal(weak, IMAGES) and torch.equal(strong, IMAGES * 0.5)
+    assert torch.equal(masked[0, :, :, 1], torch.zeros(3, 1)) and torch.equal(masked[1, :, :, 0], torch.zeros(3, 1))

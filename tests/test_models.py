@@ -39,3 +39,13 @@ def test_mismatched_or_unreadable_weights_are_clear_errors(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(SPMLError, match="junk.pth: cannot read weights"):
         CAMClassifier("resnet18", num_classes=3, pretrained=str(tmp_path / "junk.pth"))
+
+
+def test_between_sees_the_first_views_output_before_the_second_forward():
+    model = CAMClassifier("small_cnn", num_classes=3).eval()
+    first, second = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    order = []
+    model.register_forward_pre_hook(lambda module, inputs: order.append("forward"))
+    outputs = model([first, second], between=lambda output: order.append(output["logits"]))
+    assert order[0] == "forward" and order[-1] == "forward"  # the call itself, then each batch
+    assert torch.equal(order[-2], outputs[0]["logits"]) and order[-3] == "forward"

@@ -58,18 +58,16 @@ class Ignore(Method):
         config = self.config
         weak = batch["weak"]
         positive = observed_positive(batch)
-        if config.strong_view and config.batched_views:
-            both = model(torch.cat([weak, batch["strong"]]))  # one forward: BatchNorm sees both views
-            weak_output, strong_output = ({name: value.chunk(2)[half] for name, value in both.items()} for half in (0, 1))
-        elif config.strong_view:
-            weak_output, strong_output = model([weak, batch["strong"]])
-        else:
-            weak_output = strong_output = model(weak)
+        masked = {}
+
+        def masked_pass(weak_output):
+            mask = positive_region_mask(weak_output["cam"], positive, weak.shape[-2:], config.cam_threshold)
+            masked.update(area=mask.mean(), logits=self.masked_logits(model, weak * mask.to(weak.dtype)))
+
+        weak_output, strong_output = self.forward_views(model, batch, masked_pass)
         weak_logits = weak_output["logits"].float()
         strong_logits = strong_output["logits"].float()
-
-        mask = positive_region_mask(weak_output["cam"], positive, weak.shape[-2:], config.cam_threshold)
-        masked_logits = self.masked_logits(model, weak * mask.to(weak.dtype))
+        masked_logits = masked["logits"]
         gap = (weak_logits.detach() - masked_logits).abs()
         # warm-up included and before the loss, as in the paper's code
         self.thresholds.update(gap, weak_logits.detach(), positive,
@@ -88,12 +86,27 @@ class Ignore(Method):
         parts = {
             "loss_spbc": loss_spbc, "loss_ign": loss_ign, "loss_reg": loss_reg,
             "gap_threshold": self.thresholds.gap_threshold, "avg_threshold_mean": self.thresholds.avg_threshold.mean(),
-            "masked_area": mask.mean(),
+            "masked_area": masked["area"],
         }
         counts = {**detection_counts(suspect, batch), "rejected": reject.sum(),
                   "entries": torch.tensor(reject.numel(), device=reject.device)}
         return {"loss": loss, "logits": weak_logits.detach(),
                 "parts": {name: value.detach() for name, value in parts.items()}, "counts": counts}
+
+    def forward_views(self, model, batch, masked_pass):
+        """(weak output, strong output), with `masked_pass(weak output)` run in between when
+        the views have separate forwards: the masked pass's activations then share memory
+        with the weak graph only, not with both."""
+        if not self.config.strong_view:
+            weak_output = model(batch["weak"])
+            masked_pass(weak_output)
+            return weak_output, weak_output
+        if self.config.batched_views:  # one forward: BatchNorm sees both views
+            both = model(torch.cat([batch["weak"], batch["strong"]]))
+            weak_output, strong_output = ({name: value.chunk(2)[half] for name, value in both.items()} for half in (0, 1))
+            masked_pass(weak_output)
+            return weak_output, strong_output
+        return model([batch["weak"], batch["strong"]], between=masked_pass)
 
     @torch.no_grad()
     def pictures(self, model, batch):

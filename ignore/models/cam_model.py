@@ -9,9 +9,11 @@ class CAMClassifier(nn.Module):
     """forward(images) -> {"logits": (B, C), "cam": (B, C, h, w)}.
 
     A list of image batches runs one forward per batch (each with its own BatchNorm
-    statistics) inside one call, so DDP sees a single forward per step. Any model that
-    returns the same dict (a query-based head with attention maps as "cam") plugs into the
-    methods unchanged.
+    statistics) inside one call, so DDP sees a single forward per step; `between(output)`,
+    if given, runs on the first batch's output before the next batch goes in (IGNORE's
+    masked pass runs there, so its activations never coexist with the next view's graph).
+    Any model that returns the same dict (a query-based head with attention maps as "cam")
+    plugs into the methods unchanged.
     """
 
     def __init__(self, backbone, num_classes, pretrained="", channels_last=False):
@@ -28,10 +30,13 @@ class CAMClassifier(nn.Module):
         cam = self.head(features)
         return {"logits": cam.mean(dim=(2, 3)), "cam": cam}
 
-    def forward(self, images):
-        if isinstance(images, (list, tuple)):
-            return [self.forward_head(self.forward_features(batch)) for batch in images]
-        return self.forward_head(self.forward_features(images))
+    def forward(self, images, between=None):
+        if not isinstance(images, (list, tuple)):
+            return self.forward_head(self.forward_features(images))
+        outputs = [self(images[0])]
+        if between is not None:
+            between(outputs[0])
+        return outputs + [self(batch) for batch in images[1:]]
 
     def head_parameters(self):
         return list(self.head.parameters())
