@@ -24,6 +24,7 @@ from ignore.errors import SPMLError, exit_on_error
 from ignore.losses.registry import build_method
 from ignore.models.cam_model import CAMClassifier
 from ignore.optim import build_optimizer, build_scheduler
+from ignore.precision import resolve_mixed_precision
 
 
 def parse_args(argv):
@@ -39,6 +40,7 @@ def main(argv=None):
     config = load_config(args.config, args.overrides)
     output_dir = Path(config.train.output_dir)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with="tensorboard",
+                              mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
                               project_dir=str(output_dir), step_scheduler_with_optimizer=False)
     set_seed(config.train.seed)
     data = load_spml_data(config.data, accelerator)

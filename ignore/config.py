@@ -1,7 +1,7 @@
 """Typed configuration: dataclass defaults, then a YAML file, then dotted overrides.
 
-Device count, precision and gradient accumulation are NOT here: they belong to the
-Accelerate launch config. Every key below is read somewhere; unknown keys are rejected.
+Device count and gradient accumulation are NOT here: they belong to the Accelerate launch
+config. Precision is `train.mixed_precision` ("auto": the launcher's, else bf16 on a GPU). Every key below is read somewhere; unknown keys are rejected.
 """
 import dataclasses
 import typing
@@ -71,6 +71,7 @@ class TrainConfig:
     resume: str = ""  # "" = fresh run, "auto" = the newest checkpoint in output_dir, or a checkpoint path
     checkpoint_every_steps: int = 0  # also checkpoint every N optimiser steps (0 = epochs only)
     keep_checkpoints: int = 2
+    mixed_precision: str = "auto"  # auto (launcher's --mixed_precision, else bf16 on a GPU, fp32 on a CPU) | no | bf16 | fp16
     log_every: int = 10  # steps between scalar logs (the only host-device syncs of the step)
     max_steps: int = 0  # stop after this many steps in all (0 = no limit): tests and smoke runs
 
