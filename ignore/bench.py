@@ -1,8 +1,8 @@
 """Throughput: the authors' recipe (reference) and our training loop, side by side.
 
-    python -m ignore.bench [--backbone resnet18] [--image-size 224] [--batch-size 16] [--steps 12]
+    python -m ignore.bench [--backbone resnet18] [--image-size 224] [--batch-size 16] [--steps 12] [--data DIR]
 
-Same model, image size, batch and data (the demo dataset) for both. Each figure is measured
+Same model, image size, batch and data (the demo dataset, or --data) for both. Each figure is measured
 in a fresh process, so peak memory is that phase's own:
   loader      decode + views with the configured workers, no model
   step        a fixed batch already on the device: forward, backward, optimiser
@@ -33,6 +33,7 @@ from .data.loading import build_loaders
 from .losses.ignore import Ignore
 from .models.cam_model import CAMClassifier
 from .optim import build_optimizer
+from .precision import resolve_mixed_precision
 
 PHASES = ("loader", "step", "end_to_end")
 VARIANTS = ("reference", "ours")
@@ -40,6 +41,7 @@ VARIANTS = ("reference", "ours")
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="", help="a dataset in our format (default: the built-in demo)")
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -63,9 +65,16 @@ def main(argv=None):
         for variant in VARIANTS:
             results[variant, phase] = run_child(forwarded, variant, phase)
             print(f"{phase:<11} {variant:<9} {results[variant, phase]}", flush=True)
+    print()
+    print_table(args, results)
+
+
+def print_table(args, results):
+    """The side-by-side table from {(variant, phase): {"images_per_s", "peak_mb"}}."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"\n{args.backbone}, {args.image_size} px, batch {args.batch_size}, {args.workers} workers, {device}, "
-          f"ours {'fp32' if args.fp32 or device == 'cpu' else 'bf16'}, reference fp32")
+    precision = resolve_mixed_precision("no" if args.fp32 else "auto").replace("no", "fp32")
+    print(f"{args.backbone}, {args.image_size} px, batch {args.batch_size}, {args.workers} workers, {device}, "
+          f"ours {precision}, reference fp32")
     print(f"{'':<22} {'reference':>10} {'ours':>10} {'ours/ref':>9}")
     for phase in PHASES:
         reference, ours = results["reference", phase]["images_per_s"], results["ours", phase]["images_per_s"]
@@ -91,11 +100,10 @@ def run_child(forwarded, variant, phase):
 
 def measure(args, variant, phase):
     """One phase of one variant in this process: {"images_per_s", "peak_mb"}."""
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              mixed_precision="bf16" if variant == "ours" and torch.cuda.is_available()
-                              and not args.fp32 else "no")
+    precision = resolve_mixed_precision("no" if variant == "reference" or args.fp32 else "auto")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
     torch.manual_seed(0)
-    data = load_dataset(ensure_demo_dataset())
+    data = load_dataset(args.data or ensure_demo_dataset())
     loader = make_loader(args, variant, data)
     if phase == "loader":
         return time_loader(loader, args)

@@ -1,0 +1,22 @@
+"""The throughput benchmark runs every phase of both variants and prints its table.
+
+A smoke test on tiny data: the figures themselves are the benchmark's business, not a test's.
+"""
+import re
+
+from ignore import bench
+
+
+def test_every_phase_of_both_variants_measures_and_the_table_prints(tiny_dataset, capsys):
+    args = bench.parse_args(["--data", str(tiny_dataset), "--backbone", "small_cnn", "--image-size", "32",
+                             "--batch-size", "4", "--steps", "2", "--warmup", "1", "--workers", "0"])
+    results = {(variant, phase): bench.measure(args, variant, phase)
+               for phase in bench.PHASES + ("memory",) for variant in bench.VARIANTS}
+    assert all(result["images_per_s"] > 0 for result in results.values())
+    assert results["ours", "memory"]["peak_mb"] >= 0 and results["reference", "memory"]["peak_mb"] >= 0
+    bench.print_table(args, results)
+    table = capsys.readouterr().out
+    assert "small_cnn, 32 px, batch 4, 0 workers, cpu, ours fp32, reference fp32" in table
+    for row in ("loader images/s", "step images/s", "end_to_end images/s", "step peak memory MB"):
+        assert re.search(rf"^{row} +[\d.]+ +[\d.]+ +[\d.]+x", table, re.M), row
+    assert re.search(r"^ours: loader / step images/s = [\d.]+$", table, re.M)
