@@ -2,8 +2,8 @@
 
     python -m ignore.bench [--backbone resnet18] [--image-size 224] [--batch-size 16] [--steps 12] [--data DIR]
 
-Same model, image size, batch and data (the demo dataset, or --data) for both. Each figure is measured
-in a fresh process, so peak memory is that phase's own:
+Same model, image size, batch and data (the demo dataset, or --data) for both. Each figure
+is measured in a fresh process, so peak memory is that phase's own:
   loader      decode + views with the configured workers, no model
   step        a fixed batch already on the device: forward, backward, optimiser
   end_to_end  the loader feeding the steps

@@ -1,7 +1,8 @@
 """Typed configuration: dataclass defaults, then a YAML file, then dotted overrides.
 
 Device count and gradient accumulation are NOT here: they belong to the Accelerate launch
-config. Precision is `train.mixed_precision` ("auto": the launcher's, else bf16 on a GPU). Every key below is read somewhere; unknown keys are rejected.
+config. Precision is `train.mixed_precision` ("auto": the launcher's, else bf16 on a GPU).
+Every key below is read somewhere; unknown keys are rejected.
 """
 import dataclasses
 import typing
