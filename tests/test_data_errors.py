@@ -1,20 +1,17 @@
 """Bad datasets and bad images: one SPMLError naming the file, split or column; the item contract."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from data_script import run_script
 from ignore.data.format import META_FILE, SplitArrays, apply_protocol, load_dataset, write_dataset
 from ignore.data.torch_dataset import SPMLImageDataset, collate_skipping
 from ignore.data.views import eval_view, strong_view, weak_view
 from ignore.errors import SPMLError
 
-REPO = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["a", "b", "c", "d"]
 NUM_TRAIN, NUM_TEST = 6, 3  # 6 official train -> 5 train + 1 val
 
@@ -200,10 +197,7 @@ def test_prepare_demo_refuses_a_foreign_directory(tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    result = subprocess.run(
-        [sys.executable, str(REPO / "data_scripts" / "prepare_demo.py"), "--out", str(foreign)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )
+    result = run_script("prepare_demo", "--out", foreign, cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")

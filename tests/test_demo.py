@@ -1,19 +1,18 @@
 """The built-in demo dataset: canvases, labels, protocol, determinism and the cache."""
 import re
-import runpy
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from data_script import load_script
 from ignore.data import demo
 from ignore.data.format import load_dataset
 from ignore.data.protocol import observe_positives
 from ignore.errors import SPMLError
 
 NUM_TRAIN, NUM_TEST = 60, 20
-SCRIPT = Path(__file__).resolve().parents[1] / "data_scripts" / "prepare_demo.py"
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +209,7 @@ def test_statistics(built):
 
 def test_prepare_demo_script(built, capsys):
     path, _ = built
-    main = runpy.run_path(str(SCRIPT))["main"]
+    main = load_script("prepare_demo").main
     main(["--out", str(path), "--seed", "5", "--num-train", str(NUM_TRAIN), "--num-test", str(NUM_TEST)])
     output = capsys.readouterr().out
     assert str(path) in output

@@ -1,22 +1,15 @@
 """data_scripts/prepare_coco.py against a tiny COCO 2014 tree in the real layout."""
-import importlib.util
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from data_script import load_script, run_script
 from ignore.data.format import load_dataset
 from protocol_check import assert_follows_protocol
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "data_scripts" / "prepare_coco.py"
-spec = importlib.util.spec_from_file_location("prepare_coco", SCRIPT)
-prepare_coco = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(prepare_coco)
+prepare_coco = load_script("prepare_coco")
 
 # Non-contiguous ids, and listed out of id order: the class index is the list position.
 CATEGORIES = [
@@ -104,17 +97,12 @@ def test_main_writes_the_protocol(coco_root, tmp_path, capsys):
     assert_follows_protocol(dataset, TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 
 
-def run_script(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-
-
 def test_script_runs_as_a_file(coco_root, tmp_path):
-    result = run_script("--root", coco_root, "--out", tmp_path / "coco_out")
+    result = run_script("prepare_coco", "--root", coco_root, "--out", tmp_path / "coco_out")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "coco_out" / "spml_meta.json").is_file()
     (coco_root / "annotations" / "instances_train2014.json").unlink()
-    result = run_script("--root", coco_root, "--out", tmp_path / "coco_out")
+    result = run_script("prepare_coco", "--root", coco_root, "--out", tmp_path / "coco_out")
     assert result.returncode == 2
     expected_path = coco_root / "annotations" / "instances_train2014.json"
     assert result.stderr == f"error: {expected_path}: annotation file not found\n"

@@ -1,20 +1,13 @@
 """data_scripts/prepare_cub.py against a tiny CUB-200-2011 written in the real layout."""
-import importlib.util
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("prepare_cub", REPO / "data_scripts" / "prepare_cub.py")
-prepare = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(prepare)
+from data_script import load_script, run_script
+from ignore.data.format import load_dataset
+from protocol_check import assert_follows_protocol
 
-from ignore.data.format import load_dataset  # noqa: E402
-from protocol_check import assert_follows_protocol  # noqa: E402
+prepare = load_script("prepare_cub")
 
 ATTRIBUTES = ["has_bill_shape::curved_(up_or_down)", "has_bill_shape::dagger", "has_wing_color::blue",
               "has_wing_color::brown", "has_size::small_(5_-_9_in)"]
@@ -133,10 +126,7 @@ def test_convert_in_process(root, tmp_path, capsys):
 
 
 def test_convert_as_a_script(root, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "data_scripts/prepare_cub.py", "--root", str(root), "--out", str(tmp_path / "out")],
-        cwd=REPO, capture_output=True, text=True,
-    )
+    result = run_script("prepare_cub", "--root", root, "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     check_converted(tmp_path / "out", root)
 

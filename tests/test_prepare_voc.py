@@ -1,21 +1,13 @@
 """data_scripts/prepare_voc.py against a tiny VOC2012 tree in the real layout."""
-import importlib.util
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
+from data_script import load_script, run_script
 from ignore.data.format import load_dataset
 from protocol_check import assert_follows_protocol
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "data_scripts" / "prepare_voc.py"
-spec = importlib.util.spec_from_file_location("prepare_voc", SCRIPT)
-prepare_voc = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(prepare_voc)
+prepare_voc = load_script("prepare_voc")
 
 VOC_CLASSES = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -104,17 +96,12 @@ def test_main_writes_the_protocol(voc_root, tmp_path, capsys):
     assert_follows_protocol(dataset, TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 
 
-def run_script(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-
-
 def test_script_runs_as_a_file(voc_root, tmp_path):
-    result = run_script("--root", voc_root, "--out", tmp_path / "voc_out")
+    result = run_script("prepare_voc", "--root", voc_root, "--out", tmp_path / "voc_out")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "voc_out" / "spml_meta.json").is_file()
     (voc_root / "ImageSets" / "Main" / "cow_val.txt").unlink()
-    result = run_script("--root", voc_root, "--out", tmp_path / "voc_out")
+    result = run_script("prepare_voc", "--root", voc_root, "--out", tmp_path / "voc_out")
     assert result.returncode == 2
     assert result.stderr == f"error: {voc_root / 'ImageSets' / 'Main'}: 1 class file(s) missing: cow_val.txt\n"
 
