@@ -30,6 +30,7 @@ from .config import Config
 from .data.demo import ensure_demo_dataset
 from .data.format import load_dataset
 from .data.loading import build_loaders
+from .errors import exit_on_error
 from .losses.ignore import Ignore
 from .models.cam_model import CAMClassifier
 from .optim import build_optimizer
@@ -54,11 +55,14 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+@exit_on_error
 def main(argv=None):
     args = parse_args(argv)
     if args.child:
         print(json.dumps(measure(args, *args.child)))
         return
+    if args.data:
+        load_dataset(args.data)  # a bad dataset is one error line here, not a child's traceback
     forwarded = list(argv if argv is not None else sys.argv[1:])
     results = {}
     for phase in PHASES + ("memory",):

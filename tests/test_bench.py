@@ -4,6 +4,8 @@ A smoke test on tiny data: the figures themselves are the benchmark's business, 
 """
 import re
 
+import pytest
+
 from ignore import bench
 
 
@@ -20,3 +22,10 @@ def test_every_phase_of_both_variants_measures_and_the_table_prints(tiny_dataset
     for row in ("loader images/s", "step images/s", "end_to_end images/s", "step peak memory MB"):
         assert re.search(rf"^{row} +[\d.]+ +[\d.]+ +[\d.]+x", table, re.M), row
     assert re.search(r"^ours: loader / step images/s = [\d.]+$", table, re.M)
+
+
+def test_a_missing_dataset_is_one_line_and_exit_code_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--data", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'missing'}: dataset directory not found\n"
