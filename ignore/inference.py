@@ -23,7 +23,7 @@ def load_exported(export_dir, device="cpu"):
         if not (export_dir / name).is_file():
             raise SPMLError(f"{export_dir / name}: not found (an export holds model.safetensors and config.json)")
     info = json.loads((export_dir / "config.json").read_text())
-    model = CAMClassifier(info["backbone"], len(info["class_names"]))
+    model = CAMClassifier(info["backbone"], len(info["class_names"]), output_stride=info.get("output_stride", 32))
     model.load_state_dict(load_file(str(export_dir / "model.safetensors")))
     model.class_names = info["class_names"]
     model.export_info = info
@@ -34,7 +34,7 @@ def load_exported(export_dir, device="cpu"):
 def predict_probabilities(model, images):
     """Probabilities (N, C) for a list of PIL images, preprocessed as in evaluation."""
     info = model.export_info
-    transform = eval_view(info["image_size"])
+    transform = eval_view(info["image_size"], {"mean": info["mean"], "std": info["std"]})
     device = next(model.parameters()).device
     batch = torch.stack([transform(image.convert("RGB")) for image in images]).to(device)
     return torch.sigmoid(model(batch)["logits"].float()).cpu()

@@ -23,12 +23,12 @@ def load_spml_data(data_config, accelerator):
     return load_dataset(path, data_config.image_root or None)
 
 
-def build_loaders(data, data_config, method_views, batch_size, seed):
+def build_loaders(data, data_config, method_views, batch_size, seed, normalisation):
     """Train loader (shuffled by (seed, epoch), the method's views) and val/test loaders."""
     size = data_config.image_size
-    train_views = {"weak": weak_view(size)}
+    train_views = {"weak": weak_view(size, normalisation)}
     if "strong" in method_views:
-        train_views["strong"] = strong_view(size)
+        train_views["strong"] = strong_view(size, normalisation)
     train_split = data.splits["train"]
     if data_config.train_subset:
         train_split = train_split.select(range(min(data_config.train_subset, len(train_split))))
@@ -40,15 +40,15 @@ def build_loaders(data, data_config, method_views, batch_size, seed):
     train_loader = DataLoader(train_set, batch_size=batch_size, sampler=EpochShuffleSampler(len(train_set), seed),
                               drop_last=True, **common)
     eval_loaders = [
-        DataLoader(SPMLImageDataset(data.splits[name], data.image_root, {"image": eval_view(size)},
+        DataLoader(SPMLImageDataset(data.splits[name], data.image_root, {"image": eval_view(size, normalisation)},
                                     data_config.bad_images), batch_size=batch_size, shuffle=False, **common)
         for name in ("val", "test")
     ]
     return train_loader, *eval_loaders
 
 
-def preview_batch(data, data_config, count=8):
+def preview_batch(data, data_config, normalisation, count=8):
     """The first `count` validation images, evaluation view, as a batch for TensorBoard pictures."""
     split = data.splits["val"].select(range(min(count, len(data.splits["val"]))))
-    dataset = SPMLImageDataset(split, data.image_root, {"weak": eval_view(data_config.image_size)})
+    dataset = SPMLImageDataset(split, data.image_root, {"weak": eval_view(data_config.image_size, normalisation)})
     return collate_skipping([dataset[index] for index in range(len(dataset))])

@@ -1,15 +1,37 @@
-"""Trunks: image -> feature map (B, F, h, w). The heads attach to any of them."""
+"""Trunks: image -> feature map (B, F, h, w), with the preprocessing their weights expect.
+
+The heads (CAM, ...) attach to any of them. Pretrained weights come the torchvision way:
+`model.pretrained=imagenet` (or an enum name such as IMAGENET1K_V2) loads
+`torchvision.models.get_model_weights(backbone)` through torchvision's own cache,
+`$TORCH_HOME/hub/checkpoints/`, downloading as torchvision does when the file is absent;
+any other value is a local state-dict file.
+"""
 import pickle
+import urllib.error
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torchvision
 from safetensors import SafetensorError
-from torch import nn
+from torch import hub, nn
 
+from ..data.views import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import SPMLError
 
-RESNET_WIDTHS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+# "imagenet" means torchvision's first ImageNet weights: the ResNet-50 of the SPML papers
+# (the authors' `resnet50(pretrained=True)`) is IMAGENET1K_V1.
+IMAGENET_ALIAS = "IMAGENET1K_V1"
+WIDTHS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "mobilenet_v2": 1280}
+OUTPUT_STRIDES = (16, 32)
+
+
+@dataclass
+class Trunk:
+    module: nn.Module
+    width: int
+    mean: tuple = IMAGENET_MEAN  # the input normalisation the weights were trained with
+    std: tuple = IMAGENET_STD
 
 
 def small_cnn():
@@ -23,28 +45,79 @@ def small_cnn():
         return layers + ([nn.MaxPool2d(2)] if pool else [])
 
     layers = block(3, 32, True) + block(32, 64, True) + block(64, 128, False) + block(128, 128, True) + block(128, 256, False)
-    return nn.Sequential(*layers), 256
+    return nn.Sequential(*layers)
 
 
-def build_trunk(name, pretrained=""):
-    """(trunk, feature width). pretrained: a local torchvision state dict for a ResNet."""
+def build_trunk(name, pretrained="", output_stride=32):
+    """A Trunk. pretrained: "", "imagenet", a torchvision weights name, or a local state dict."""
     if name == "small_cnn":
         if pretrained:
-            raise SPMLError("model.pretrained is for the torchvision ResNets; small_cnn trains from scratch")
-        return small_cnn()
-    if name not in RESNET_WIDTHS:
-        raise SPMLError(f"model.backbone '{name}' is not one of {sorted(RESNET_WIDTHS) + ['small_cnn']}")
-    network = getattr(torchvision.models, name)(weights=None)
-    if pretrained:
-        load_pretrained(network, pretrained)
-    return nn.Sequential(*list(network.children())[:-2]), RESNET_WIDTHS[name]  # drop avgpool and fc
+            raise SPMLError("model.pretrained: small_cnn trains from scratch; pretrained weights are for "
+                            f"{sorted(WIDTHS)}")
+        if output_stride != 32:
+            raise SPMLError("model.output_stride: small_cnn has a fixed stride of 8; leave output_stride at 32")
+        return Trunk(small_cnn(), 256)
+    if name not in WIDTHS:
+        raise SPMLError(f"model.backbone '{name}' is not one of {sorted(WIDTHS) + ['small_cnn']}")
+    if output_stride not in OUTPUT_STRIDES:
+        raise SPMLError(f"model.output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
+    weights = torchvision_weights(name, pretrained)
+    network = load_torchvision_network(name, weights, output_stride)
+    if pretrained and weights is None:
+        load_local_weights(network, pretrained)
+    mean, std = (tuple(weights.transforms().mean), tuple(weights.transforms().std)) if weights else (IMAGENET_MEAN, IMAGENET_STD)
+    if name == "mobilenet_v2":
+        return Trunk(network.features, WIDTHS[name], mean, std)
+    return Trunk(nn.Sequential(*list(network.children())[:-2]), WIDTHS[name], mean, std)  # drop avgpool, fc
+
+
+def torchvision_weights(name, pretrained):
+    """The torchvision weights enum member that `pretrained` names, or None for a file path / none."""
+    if not pretrained:
+        return None
+    members = torchvision.models.get_model_weights(name).__members__
+    wanted = IMAGENET_ALIAS if pretrained == "imagenet" else pretrained
+    return members.get(wanted)
+
+
+def load_torchvision_network(name, weights, output_stride):
+    """torchvision's network with `weights` (downloaded into TORCH_HOME if absent), at `output_stride`."""
+    dilate_resnet = name.startswith("resnet") and output_stride == 16
+    if dilate_resnet and name != "resnet50":
+        raise SPMLError(f"model.output_stride=16 needs dilated bottleneck blocks: use resnet50, not {name}")
+    options = {"replace_stride_with_dilation": [False, False, True]} if dilate_resnet else {}
+    try:
+        network = torchvision.models.get_model(name, weights=weights, **options)
+    except (urllib.error.URLError, OSError) as error:
+        cached = Path(hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        raise SPMLError(f"model.pretrained: {name} {weights.name} weights are not in {cached} and could not be "
+                        f"downloaded ({error}); copy the file there or set TORCH_HOME") from None
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        cached = Path(hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        raise SPMLError(f"{cached}: cannot read {name} {weights.name} weights ({type(error).__name__}); "
+                        "delete it to download it again") from None
+    if name == "mobilenet_v2" and output_stride == 16:
+        dilate_last_mobilenet_stage(network.features)
+    return network
+
+
+def dilate_last_mobilenet_stage(features):
+    """Output stride 32 -> 16: the last stride-2 block (features[14]) keeps its resolution and
+    the blocks after it see a dilation of 2 (DeepLab's rule). Weights are unchanged."""
+    for index, block in enumerate(features[14:18], start=14):
+        for conv in block.modules():
+            if isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3):  # the depthwise conv
+                conv.stride = (1, 1)
+                if index > 14:
+                    conv.dilation, conv.padding = (2, 2), (2, 2)
 
 
 def load_state_dict_file(path):
     """A state dict from a local .pth or .safetensors file; a clear error otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise SPMLError(f"{path}: pretrained weights file not found (nothing is ever downloaded)")
+        raise SPMLError(f"model.pretrained: {path} is neither a file nor a torchvision weights name "
+                        f"('imagenet', {IMAGENET_ALIAS}, ...)")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -57,11 +130,11 @@ def load_state_dict_file(path):
     return state
 
 
-def load_pretrained(network, path):
-    """Load a torchvision ResNet state dict; the ImageNet fc layer may be absent or present."""
-    state = load_state_dict_file(path)
-    state = {key: value for key, value in state.items() if not key.startswith("fc.")}
-    own = {key: value for key, value in network.state_dict().items() if not key.startswith("fc.")}
+def load_local_weights(network, path):
+    """Load a torchvision state dict of this network; its ImageNet classifier may be absent or present."""
+    classifier = ("fc.", "classifier.")
+    state = {key: value for key, value in load_state_dict_file(path).items() if not key.startswith(classifier)}
+    own = {key: value for key, value in network.state_dict().items() if not key.startswith(classifier)}
     missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
     if missing or unexpected:
         raise SPMLError(

@@ -16,10 +16,12 @@ class CAMClassifier(nn.Module):
     plugs into the methods unchanged.
     """
 
-    def __init__(self, backbone, num_classes, pretrained="", channels_last=False):
+    def __init__(self, backbone, num_classes, pretrained="", channels_last=False, output_stride=32):
         super().__init__()
-        self.trunk, width = build_trunk(backbone, pretrained)
-        self.head = nn.Conv2d(width, num_classes, kernel_size=1, bias=True)
+        trunk = build_trunk(backbone, pretrained, output_stride)
+        self.trunk = trunk.module
+        self.normalisation = {"mean": trunk.mean, "std": trunk.std}  # what the loaders and the export use
+        self.head = nn.Conv2d(trunk.width, num_classes, kernel_size=1, bias=True)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.to(memory_format=self.memory_format)
 
