@@ -30,8 +30,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "small_cnn"  # resnet18 | resnet34 | resnet50 | small_cnn (demo-sized, from scratch)
-    pretrained: str = ""  # a local torchvision state dict (.pth or .safetensors); never downloaded
+    backbone: str = "small_cnn"  # resnet18 | resnet34 | resnet50 | mobilenet_v2 | small_cnn (demo-sized, from scratch)
+    pretrained: str = ""  # "" | imagenet | a torchvision weights name (IMAGENET1K_V2) | a local state-dict file
+    output_stride: int = 32  # 16 dilates the last stage (resnet50, mobilenet_v2): a CAM twice as fine
     head_lr_multiplier: float = 10.0  # the 1x1 CAM head learns this much faster (SPEC 2.9)
     channels_last: bool = True  # NHWC weights and inputs: faster convolutions on GPUs and oneDNN CPUs
 
@@ -41,6 +42,8 @@ class MethodConfig:
     name: str = "ignore"  # a name in ignore/losses/registry.py
     warm_up: int = 3  # epochs before any loss is rejected
     cam_threshold: float = 0.8  # the masked image keeps pixels whose normalised CAM exceeds this
+    cam_normalisation: str = "image"  # "image": min-max over each map's own pixels; "authors": across the batch
+    mask_fill: str = "mean"  # removed pixels: "mean" (0 after normalisation, the authors') | "black"
     gap_lambda: float = 0.999  # EMA decay of the gap threshold
     avg_lambda: float = 0.999  # EMA decay of the per-class average-logit threshold
     lat: bool = True  # also require the logit to exceed the class's average logit

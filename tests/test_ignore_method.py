@@ -63,10 +63,10 @@ def bce_negative(z):
     return softplus(z)
 
 
-def make_method(**overrides):
+def make_method(rejection="gap", **overrides):
     # lambdas of 1 freeze the thresholds at the values set below, to test the rule alone
     config = MethodConfig(gap_lambda=1.0, avg_lambda=1.0, warm_up=1, strong_view=True, **overrides)
-    method = Ignore(config, num_classes=3, accelerator=Accelerator(cpu=True))
+    method = Ignore(config, num_classes=3, accelerator=Accelerator(cpu=True), rejection=rejection)
     method.thresholds.gap_threshold.fill_(0.3)
     method.thresholds.avg_threshold.copy_(torch.tensor([0.5, 0.6, 2.8]))
     return method
@@ -74,7 +74,8 @@ def make_method(**overrides):
 
 def batch():
     # the strong view equals the weak one, so L_reg = 0 and L_ign reads the same logits
-    return {"weak": IMAGES.clone(), "strong": IMAGES.clone(), "observed": OBSERVED, "labels": LABELS}
+    return {"weak": IMAGES.clone(), "strong": IMAGES.clone(), "observed": OBSERVED, "labels": LABELS,
+            "index": torch.tensor([7, 3])}
 
 
 def test_mask_keeps_the_observed_positive_region_per_image():
@@ -105,7 +106,8 @@ def test_after_warm_up_with_lat_rejects_exactly_the_hand_picked_entries():
     expected_loss = 0.1 * output["parts"]["loss_spbc"] + 1.0 * output["parts"]["loss_ign"]
     assert output["loss"].item() == pytest.approx(expected_loss.item(), rel=1e-6)
     counts = {name: int(value) for name, value in output["counts"].items()}
-    assert counts == {"flagged": 3, "flagged_true_fn": 1, "false_negatives": 1, "rejected": 3, "entries": 6}
+    assert counts == {"flagged": 3, "flagged_true_fn": 1, "false_negatives": 1, "rejected": 3, "rejected_true_fn": 1,
+                      "entries": 6}
 
 
 def test_without_lat_the_gap_alone_decides():

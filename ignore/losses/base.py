@@ -2,13 +2,17 @@
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.views import IMAGENET
+
 
 class Method(nn.Module):
     """A training step: `step(model, batch, epoch) -> dict`.
 
     The dict holds "loss" (to back-propagate), "logits" (weak-view logits, detached),
-    "parts" (scalars averaged over a log interval) and "counts" (summed over the interval and
-    over ranks); `ratios` names the logged ratios of two counts. `views` lists the dataset
+    "parts" (scalars averaged over a log interval), "counts" (summed over the interval and
+    over ranks) and optionally "detection" ({"scores": {name: (B, C)}, "candidates": (B, C)
+    bool, "targets": (B, C) bool}: scores of suspected false negatives, which the loop turns
+    into per-epoch AUROCs); `ratios` names the logged ratios of two counts. `views` lists the dataset
     views the step reads. Any state that must survive a resume lives in buffers of the
     method, which the trainer registers for checkpointing.
     """
@@ -16,11 +20,13 @@ class Method(nn.Module):
     views = ("weak",)
     ratios = {}
 
-    def __init__(self, config, num_classes, accelerator):
+    def __init__(self, config, num_classes, accelerator, seed=0, normalisation=IMAGENET):
         super().__init__()
         self.config = config
         self.num_classes = num_classes
         self.accelerator = accelerator
+        self.seed = seed  # train.seed, for methods that draw random numbers
+        self.normalisation = normalisation  # the input normalisation, for pictures and fills
 
     def step(self, model, batch, epoch):
         raise NotImplementedError

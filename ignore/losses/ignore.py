@@ -10,13 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import make_grid
 
-from ..data.views import denormalise
+from ..data.views import denormalise, pixel_to_normalised
 from ..errors import SPMLError
 from .base import DETECTION_RATIOS, Method, bce, detection_counts, masked_mean, observed_positive
-from .masking import positive_cam, positive_region_mask
+from .masking import CAM_NORMALISATIONS, positive_cam, positive_region_mask
+from .rejection import REJECTIONS, rejected_entries
 from .thresholds import GapThresholds
 
 MASKED_BATCHNORM_MODES = ("batch", "eval")
+MASK_FILLS = {"mean": None, "black": (0.0, 0.0, 0.0)}  # None: 0 after normalisation, the mean colour
 
 
 @contextlib.contextmanager
@@ -44,13 +46,20 @@ def batchnorm_mode(model, mode):
 
 
 class Ignore(Method):
-    ratios = {**DETECTION_RATIOS, "rejected_fraction": ("rejected", "entries")}
+    """IGNORE's step. `rejection` picks the rejected set: "gap" is the method, the others are
+    its controls (rejection.py), registered as never_reject, random_reject, oracle_reject."""
 
-    def __init__(self, config, num_classes, accelerator):
-        super().__init__(config, num_classes, accelerator)
-        if config.masked_batchnorm not in MASKED_BATCHNORM_MODES:
-            raise SPMLError(f"method.masked_batchnorm must be one of {MASKED_BATCHNORM_MODES}, "
-                            f"got '{config.masked_batchnorm}'")
+    ratios = {**DETECTION_RATIOS, "rejected_fraction": ("rejected", "entries"),
+              "rejected_precision": ("rejected_true_fn", "rejected")}
+
+    def __init__(self, config, num_classes, accelerator, rejection="gap", **context):
+        super().__init__(config, num_classes, accelerator, **context)
+        for key, allowed in (("masked_batchnorm", MASKED_BATCHNORM_MODES), ("cam_normalisation", CAM_NORMALISATIONS),
+                             ("mask_fill", tuple(MASK_FILLS))):
+            if getattr(config, key) not in allowed:
+                raise SPMLError(f"method.{key} must be one of {allowed}, got '{getattr(config, key)}'")
+        assert rejection in REJECTIONS, rejection
+        self.rejection = rejection
         self.views = ("weak", "strong") if config.strong_view else ("weak",)
         self.thresholds = GapThresholds(num_classes, config.gap_lambda, config.avg_lambda)
 
@@ -61,8 +70,9 @@ class Ignore(Method):
         masked = {}
 
         def masked_pass(weak_output):
-            mask = positive_region_mask(weak_output["cam"], positive, weak.shape[-2:], config.cam_threshold)
-            masked.update(area=mask.mean(), logits=self.masked_logits(model, weak * mask.to(weak.dtype)))
+            mask = positive_region_mask(weak_output["cam"], positive, weak.shape[-2:], config.cam_threshold,
+                                        config.cam_normalisation)
+            masked.update(area=mask.mean(), logits=self.masked_logits(model, self.masked_images(weak, mask)))
 
         weak_output, strong_output = self.forward_views(model, batch, masked_pass)
         weak_logits = weak_output["logits"].float()
@@ -73,11 +83,14 @@ class Ignore(Method):
         self.thresholds.update(gap, weak_logits.detach(), positive,
                                lambda stats: self.accelerator.reduce(stats, reduction="sum"))
 
-        suspect = gap > self.thresholds.gap_threshold
+        above_average = weak_logits.detach() > self.thresholds.avg_threshold  # LAT
+        unannotated = ~positive  # only unannotated labels can be false negatives
+        suspect = (gap > self.thresholds.gap_threshold) & unannotated
         if config.lat:
-            suspect &= weak_logits.detach() > self.thresholds.avg_threshold
-        suspect &= ~positive  # only unannotated labels can be false negatives
-        reject = suspect if epoch >= config.warm_up else torch.zeros_like(suspect)
+            suspect &= above_average
+        reject = rejected_entries(self.rejection, suspect, unannotated, batch, epoch, self.seed)
+        if epoch < config.warm_up:
+            reject = torch.zeros_like(reject)
 
         loss_spbc = masked_mean(bce(weak_logits, torch.ones_like(weak_logits)), positive)
         loss_ign = masked_mean(bce(strong_logits, positive.float()), ~reject)
@@ -88,10 +101,20 @@ class Ignore(Method):
             "gap_threshold": self.thresholds.gap_threshold, "avg_threshold_mean": self.thresholds.avg_threshold.mean(),
             "masked_area": masked["area"],
         }
+        true_fn = unannotated & (batch["labels"] == 1)  # diagnostics only
         counts = {**detection_counts(suspect, batch), "rejected": reject.sum(),
+                  "rejected_true_fn": (reject & true_fn).sum(),
                   "entries": torch.tensor(reject.numel(), device=reject.device)}
+        # The information gap as a score for false negatives among the unannotated labels:
+        # alone, gated by LAT (labels below their class average rank last), signed (a false
+        # negative's logit should drop, not rise, once its object is masked out), and the
+        # weak logit itself for comparison (does the gap know more than the logit?).
+        detection = {"scores": {"gap": gap, "gap_lat": torch.where(above_average, gap, -1.0),
+                                "drop": weak_logits.detach() - masked_logits, "logit": weak_logits.detach()},
+                     "candidates": unannotated, "targets": true_fn}
         return {"loss": loss, "logits": weak_logits.detach(),
-                "parts": {name: value.detach() for name, value in parts.items()}, "counts": counts}
+                "parts": {name: value.detach() for name, value in parts.items()}, "counts": counts,
+                "detection": detection}
 
     def forward_views(self, model, batch, masked_pass):
         """(weak output, strong output), with `masked_pass(weak output)` run in between when
@@ -119,12 +142,21 @@ class Ignore(Method):
         with self.accelerator.autocast():
             cam = network(images)["cam"].float()
         network.train(was_training)
-        heat = positive_cam(cam, positive, images.shape[-2:])
+        heat = positive_cam(cam, positive, images.shape[-2:], self.config.cam_normalisation)
         mask = (heat > self.config.cam_threshold).float()  # the step's mask, from the same map
-        pixels = denormalise(images.float())
+        pixels = denormalise(images.float(), self.normalisation)
         overlay = 0.5 * pixels + 0.5 * heat * torch.tensor([1.0, 0.2, 0.0], device=heat.device)[:, None, None]
-        rows = torch.stack([pixels, overlay, pixels * mask], dim=1).flatten(0, 1)
+        masked = denormalise(self.masked_images(images.float(), mask), self.normalisation)
+        rows = torch.stack([pixels, overlay, masked], dim=1).flatten(0, 1)
         return {"ignore/image_cam_masked": make_grid(rows.cpu(), nrow=3, padding=2, pad_value=1.0)}
+
+    def masked_images(self, images, mask):
+        """Images with the pixels outside `mask` replaced by `method.mask_fill`."""
+        mask = mask.to(images.dtype)
+        fill_pixel = MASK_FILLS[self.config.mask_fill]
+        if fill_pixel is None:
+            return images * mask
+        return images * mask + pixel_to_normalised(images, self.normalisation, fill_pixel) * (1 - mask)
 
     def masked_logits(self, model, masked_images):
         """Logits of the masked images: no graph, unwrapped from DDP, BatchNorm as configured."""
