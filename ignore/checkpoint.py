@@ -2,7 +2,7 @@
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from safetensors.torch import save_file
@@ -23,6 +23,7 @@ class Progress:
     global_step: int = 0
     best_val_map: float = -1.0
     best_epoch: int = -1
+    history: list = field(default_factory=list)  # one record per finished epoch: metrics.json's "epochs"
 
     def state_dict(self):
         return asdict(self)
@@ -81,4 +82,15 @@ def export_model(accelerator, model, export_info, output_dir):
 
 
 def write_json_atomic(path, payload):
-    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+    """Strict JSON: a nan (an AUROC without false negatives, say) is written as null."""
+    write_text_atomic(path, json.dumps(without_nan(payload), indent=2, allow_nan=False) + "\n")
+
+
+def without_nan(value):
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {key: without_nan(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_nan(item) for item in value]
+    return value

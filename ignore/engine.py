@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .checkpoint import save_checkpoint
+from .detection import DetectionCollector
 from .errors import SPMLError
 from .metrics import multilabel_metrics
 
@@ -52,15 +53,19 @@ class Meter:
         return logs
 
 
-def train_one_epoch(run, epoch, loader, progress_bar):
-    """One pass over `loader` (already advanced past the steps of a resumed epoch).
+@dataclass
+class EpochResult:
+    train: dict  # the epoch's means and summed counts (all ranks), with the detection AUROCs
+    skipped: int  # unreadable images skipped on this rank
+    detection: dict  # {score: {"true_fn": values, "true_negative": values}} of all ranks
 
-    Returns the epoch's means and summed counts (all ranks) and how many images were skipped.
-    """
+
+def train_one_epoch(run, epoch, loader, progress_bar):
+    """One pass over `loader` (already advanced past the steps of a resumed epoch): an EpochResult."""
     model, method, optimizer, scheduler, accelerator = run.model, run.method, run.optimizer, run.scheduler, run.accelerator
     config = run.config.train
     model.train()
-    meter, epoch_meter, skipped = Meter(), Meter(), 0
+    meter, epoch_meter, detection, skipped = Meter(), Meter(), DetectionCollector(), 0
     for batch in loader:
         with accelerator.accumulate(model):
             output = method.step(model, batch, epoch)
@@ -69,6 +74,8 @@ def train_one_epoch(run, epoch, loader, progress_bar):
             optimizer.zero_grad(set_to_none=True)
         meter.add(output)
         epoch_meter.add(output)
+        if "detection" in output:
+            detection.add(output["detection"])
         if len(batch["skipped"]):  # a shape, not a value: no synchronisation unless something was skipped
             skipped += len(batch["skipped"])
             accelerator.print(f"skipped unreadable images: train rows {batch['skipped'].tolist()}")
@@ -89,7 +96,8 @@ def train_one_epoch(run, epoch, loader, progress_bar):
     if meter.steps:
         log_interval(run, meter, run.progress.global_step)
     epoch_summary = epoch_meter.summary(accelerator, method.ratios) if epoch_meter.steps else {}
-    return epoch_summary, skipped
+    aurocs, groups = detection.summary(accelerator)
+    return EpochResult({**epoch_summary, **aurocs}, skipped, groups)
 
 
 def log_interval(run, meter, step):

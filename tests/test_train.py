@@ -39,6 +39,12 @@ def test_run_writes_metrics_and_an_export_that_reproduces_the_test_scores(tiny_d
     assert len(metrics["test"]["per_class_AP"]) == 4
     assert metrics["best_epoch"] in (0, 1)
     assert "fn_precision" in metrics["last_epoch_train"] or metrics["last_epoch_train"]["flagged"] == 0
+    assert [epoch["epoch"] for epoch in metrics["epochs"]] == [0, 1]
+    for epoch in metrics["epochs"]:  # the detection diagnostics of every epoch
+        assert set(epoch["train"]) >= {"gap_auroc", "gap_lat_auroc", "drop_auroc", "logit_auroc", "masked_area"}
+        assert 0 <= epoch["train"]["gap_auroc"] <= 1
+        histogram = epoch["histograms"]["gap"]
+        assert sum(histogram["true_fn"]) == epoch["train"]["false_negatives"]
     assert (run / "config.yaml").is_file() and list((run / "tensorboard").glob("events.out.tfevents.*"))
 
     model = load_exported(run / "export")
@@ -88,13 +94,36 @@ def test_two_process_launch_keeps_thresholds_identical_on_every_rank(tiny_datase
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2
     assert metrics["thresholds_identical_across_ranks"] is True
+    # the detection diagnostics cover both ranks' entries
+    assert sum(metrics["epochs"][-1]["histograms"]["gap"]["true_fn"]) == metrics["last_epoch_train"]["false_negatives"]
+
+
+def test_pretrained_mobilenet_run_exports_a_model_that_reproduces_its_scores(tiny_dataset, tmp_path):
+    torch_home = tmp_path / "torch_home"
+    (torch_home / "hub" / "checkpoints").mkdir(parents=True)
+    weights = REPO.parent / "shared" / "weights" / "mobilenet_v2-b0353104.pth"
+    if not weights.is_file():
+        pytest.skip(f"{weights} is not here (it ships beside the checkout, in shared/weights)")
+    (torch_home / "hub" / "checkpoints" / weights.name).symlink_to(weights)
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "run", "model.backbone=mobilenet_v2",
+                                           "model.pretrained=imagenet", "model.output_stride=16",
+                                           "method.cam_normalisation=authors", "method.mask_fill=black", "train.epochs=1"),
+                       TORCH_HOME=str(torch_home))
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = load_exported(tmp_path / "run" / "export")
+    assert model.export_info["output_stride"] == 16 and model.export_info["mean"] == [0.485, 0.456, 0.406]
+    data = load_dataset(tiny_dataset)
+    images = [Image.open(data.image_root / name) for name in data.splits["test"]["image"]]
+    probabilities = predict_probabilities(model, images).numpy()
+    np.testing.assert_allclose(probabilities, np.load(tmp_path / "run" / "test_scores.npy"), atol=1e-5)
 
 
 @pytest.mark.parametrize("overrides, message", [
     (["method.warm_upp=2"], "unknown config key 'method.warm_upp'"),
     (["method.name=magic"], "method.name 'magic' is not one of"),
     (["model.backbone=resnet18", "model.pretrained=/nonexistent/weights.pth"],
-     "/nonexistent/weights.pth: pretrained weights file not found"),
+     "model.pretrained: /nonexistent/weights.pth is neither a file nor a torchvision weights name"),
+    (["method.cam_normalisation=batch"], "method.cam_normalisation must be one of ('image', 'authors')"),
     (["model.backbone=vgg"], "model.backbone 'vgg' is not one of"),
     (["data.path=/nonexistent/dataset"], "/nonexistent/dataset: dataset directory not found"),
 ])
