@@ -46,6 +46,7 @@ class MethodConfig:
     mask_fill: str = "mean"  # removed pixels: "mean" (0 after normalisation, the authors') | "black"
     gap_lambda: float = 0.999  # EMA decay of the gap threshold
     avg_lambda: float = 0.999  # EMA decay of the per-class average-logit threshold
+    threshold_bias_correction: bool = False  # divide both EMAs by 1 - decay^updates (they start at 0)
     lat: bool = True  # also require the logit to exceed the class's average logit
     weight_spbc: float = 0.1  # single-positive BCE on the weak logits
     weight_ign: float = 1.0  # assume-negative BCE on the strong logits, rejected entries excluded

@@ -161,6 +161,20 @@ def test_threshold_ema_by_hand():
     assert thresholds.avg_threshold.tolist() == pytest.approx([0.0, 3.0])
 
 
+def test_bias_corrected_thresholds_are_the_mean_from_the_first_update():
+    thresholds = GapThresholds(num_classes=2, gap_lambda=0.9, avg_lambda=0.5, bias_correction=True)
+    gap = torch.tensor([[0.4, 9.0], [7.0, 0.2]])
+    logits = torch.tensor([[1.0, 3.0], [-1.0, 5.0]])
+    positive = torch.tensor([[True, False], [False, True]])
+    thresholds.update(gap, logits, positive, reduce_sum=lambda statistics: statistics)
+    assert thresholds.gap_threshold.item() == pytest.approx(0.03)  # the raw EMA, as without correction
+    assert thresholds.gap().item() == pytest.approx(0.3)  # 0.03 / (1 - 0.9)
+    assert thresholds.average().tolist() == pytest.approx([0.0, 4.0])
+    thresholds.update(gap * 2, logits, positive, reduce_sum=lambda statistics: statistics)
+    # (0.9 * 0.03 + 0.1 * 0.6) / (1 - 0.9^2)
+    assert thresholds.gap().item() == pytest.approx((0.027 + 0.06) / 0.19)
+
+
 def test_thresholds_are_saved_in_the_state_dict():
     method = make_method()
     state = method.state_dict()

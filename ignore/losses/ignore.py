@@ -61,7 +61,8 @@ class Ignore(Method):
         assert rejection in REJECTIONS, rejection
         self.rejection = rejection
         self.views = ("weak", "strong") if config.strong_view else ("weak",)
-        self.thresholds = GapThresholds(num_classes, config.gap_lambda, config.avg_lambda)
+        self.thresholds = GapThresholds(num_classes, config.gap_lambda, config.avg_lambda,
+                                        config.threshold_bias_correction)
 
     def step(self, model, batch, epoch):
         config = self.config
@@ -83,9 +84,9 @@ class Ignore(Method):
         self.thresholds.update(gap, weak_logits.detach(), positive,
                                lambda stats: self.accelerator.reduce(stats, reduction="sum"))
 
-        above_average = weak_logits.detach() > self.thresholds.avg_threshold  # LAT
+        above_average = weak_logits.detach() > self.thresholds.average()  # LAT
         unannotated = ~positive  # only unannotated labels can be false negatives
-        suspect = (gap > self.thresholds.gap_threshold) & unannotated
+        suspect = (gap > self.thresholds.gap()) & unannotated
         if config.lat:
             suspect &= above_average
         reject = rejected_entries(self.rejection, suspect, unannotated, batch, epoch, self.seed)
@@ -98,7 +99,7 @@ class Ignore(Method):
         loss = config.weight_spbc * loss_spbc + config.weight_ign * loss_ign + config.weight_reg * loss_reg
         parts = {
             "loss_spbc": loss_spbc, "loss_ign": loss_ign, "loss_reg": loss_reg,
-            "gap_threshold": self.thresholds.gap_threshold, "avg_threshold_mean": self.thresholds.avg_threshold.mean(),
+            "gap_threshold": self.thresholds.gap(), "avg_threshold_mean": self.thresholds.average().mean(),
             "masked_area": masked["area"],
         }
         true_fn = unannotated & (batch["labels"] == 1)  # diagnostics only
