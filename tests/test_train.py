@@ -105,10 +105,11 @@ def test_bad_input_is_one_line_and_exit_code_2(overrides, message, tmp_path):
 
 
 def test_non_finite_loss_stops_the_run_with_the_step_and_the_parts(tiny_dataset, tmp_path):
-    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "nan", "method.weight_ign=nan"))
+    # Adam's first step moves every weight by ~lr: finite, but the second forward overflows
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "nan", "optim.lr=1e30"))
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: non-finite loss at step 1..1") and "loss_spbc=" in last
+    assert last.startswith("error: non-finite loss at step 2..2") and "loss_spbc=" in last
 
 
 def test_unreadable_training_image_stops_the_run_or_is_skipped_and_counted(tiny_dataset, tmp_path):
