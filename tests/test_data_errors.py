@@ -82,6 +82,20 @@ def test_undecodable_image(dataset_dir, damage):
     assert "\n" not in str(error.value)
 
 
+# PIL warns above its pixel limit and refuses above twice it: both are unreadable images
+@pytest.mark.parametrize("side, pixels", [(40, 1600), (50, 2500)])
+def test_decompression_bomb_is_unreadable_and_skippable(dataset_dir, monkeypatch, side, pixels):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    target = image_path(dataset_dir, row=2)
+    Image.new("L", (side, side)).save(target)
+    with pytest.raises(SPMLError) as error:
+        image_dataset(dataset_dir)[2]
+    assert str(error.value).startswith(
+        f"{target}: cannot decode image (Image size ({pixels} pixels) exceeds limit of")
+    assert "\n" not in str(error.value)
+    assert image_dataset(dataset_dir, bad_images="skip")[2] == {"skipped": 2}
+
+
 def test_directory_not_in_our_format(tmp_path):
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "dataset_dict.json").write_text("{}")
@@ -107,7 +121,7 @@ def test_meta_class_names_disagree_with_the_splits(dataset_dir):
     meta = json.loads(meta_path.read_text())
     meta["class_names"] = CLASS_NAMES + ["e"]
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(SPMLError, match="split 'train' row 0: column 'labels' has 4 values, spml_meta.json names 5 classes"):
+    with pytest.raises(SPMLError, match="split 'train' row 0: column 'labels' has 4 values, spml_meta.json names 5"):
         load_dataset(dataset_dir)
 
 
@@ -142,7 +156,8 @@ def test_one_split_saved_with_another_label_length(dataset_dir, column):
     rebuilt = rewrite_test_split(dataset_dir, rows["labels"], rows["observed"], lengths)
     with pytest.raises(SPMLError) as error:
         load_dataset(rebuilt)
-    assert str(error.value) == f"{rebuilt}: split 'test' row 0: column '{column}' has 3 values, {META_FILE} names 4 classes"
+    assert str(error.value) == (f"{rebuilt}: split 'test' row 0: column '{column}' has 3 values, "
+                                f"{META_FILE} names 4 classes")
 
 
 @pytest.mark.parametrize("column, row, message", [
