@@ -15,7 +15,8 @@ from accelerate.utils import send_to_device, set_seed
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from ignore.checkpoint import EXPORT, Progress, export_model, resolve_resume, save_checkpoint, write_json_atomic
+from ignore.checkpoint import (EXPORT, Progress, export_model, network, resolve_resume, save_checkpoint,
+                               write_json_atomic)
 from ignore.config import load_config, save_config, scaled_lr
 from ignore.data.loading import build_loaders, load_spml_data, preview_batch
 from ignore.data.views import IMAGENET_MEAN, IMAGENET_STD
@@ -110,9 +111,9 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
                 export_model(accelerator, run.model, {**export_info, "epoch": epoch, "val_mAP": val_metrics["mAP"]},
                              output_dir)
             progress.epoch, progress.step_in_epoch = epoch + 1, 0
-            save_checkpoint(accelerator, output_dir, progress, config.keep_checkpoints)
+            save_checkpoint(run)
     if progress.step_in_epoch:
-        save_checkpoint(accelerator, output_dir, progress, config.keep_checkpoints)
+        save_checkpoint(run)
     return last_epoch, skipped
 
 
@@ -134,7 +135,7 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
     """The best epoch's weights on the test split: metrics.json, test scores, a printed line."""
     accelerator, output_dir = run.accelerator, Path(run.config.train.output_dir)
     accelerator.wait_for_everyone()
-    accelerator.unwrap_model(run.model).load_state_dict(load_file(str(output_dir / EXPORT / "model.safetensors")))
+    network(accelerator, run.model).load_state_dict(load_file(str(output_dir / EXPORT / "model.safetensors")))
     test_metrics, test_scores = evaluate(run.model, test_loader, accelerator)
     skipped = int(accelerator.reduce(torch.tensor(skipped, device=accelerator.device), reduction="sum"))  # all ranks
     summary = {"method": run.config.method.name, "best_epoch": run.progress.best_epoch,

@@ -5,6 +5,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from safetensors.torch import save_file
 
 from .errors import SPMLError
@@ -32,9 +33,15 @@ class Progress:
             setattr(self, name, value)
 
 
-def save_checkpoint(accelerator, output_dir, progress, keep):
-    """save_state into a temporary folder, renamed when complete; keep the newest `keep`."""
-    root = Path(output_dir) / CHECKPOINTS
+def save_checkpoint(run):
+    """save_state into a temporary folder, renamed when complete; keep the newest `keep`.
+
+    Non-finite weights stop the run before anything is written or pruned: the newest
+    checkpoint on disk is always one that resumes.
+    """
+    accelerator, config, progress = run.accelerator, run.config.train, run.progress
+    require_finite(run, f"at step {progress.global_step}, not checkpointed")
+    root = Path(config.output_dir) / CHECKPOINTS
     final = root / f"step-{progress.global_step:09d}"
     partial = root / (final.name + ".partial")
     if accelerator.is_main_process:
@@ -45,10 +52,31 @@ def save_checkpoint(accelerator, output_dir, progress, keep):
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
-        for old in sorted(root.glob("step-?????????"))[:-keep]:
+        for old in sorted(root.glob("step-?????????"))[:-config.keep_checkpoints]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def network(accelerator, model):
+    """The model without the DDP and torch.compile wrappers, whose state dict has the plain
+    names (`trunk.0.weight`, never `module.` or `_orig_mod.`) that an export holds."""
+    return accelerator.unwrap_model(model, keep_torch_compile=False)
+
+
+def require_finite(run, when):
+    """Stop the run if a weight, running statistic or threshold is inf or NaN on any rank.
+
+    One host synchronisation: called at log intervals and before each checkpoint, not per step.
+    """
+    named = [(name, tensor) for module in (network(run.accelerator, run.model), run.method)
+             for name, tensor in module.state_dict().items() if tensor.is_floating_point()]
+    not_finite = torch.stack([~torch.isfinite(tensor).all() for _, tensor in named]).float()
+    on_any_rank = run.accelerator.reduce(not_finite, reduction="sum").tolist()
+    bad = [name for (name, _), count in zip(named, on_any_rank) if count]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise SPMLError(f"non-finite weights or statistics {when}: {', '.join(bad[:3])}{more}")
 
 
 def resolve_resume(resume, output_dir):
@@ -73,7 +101,7 @@ def export_model(accelerator, model, export_info, output_dir):
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     state = {name: tensor.detach().cpu().contiguous()
-             for name, tensor in accelerator.unwrap_model(model).state_dict().items()}
+             for name, tensor in network(accelerator, model).state_dict().items()}
     save_file(state, str(partial / "model.safetensors"))
     (partial / "config.json").write_text(json.dumps(export_info, indent=2) + "\n")
     shutil.rmtree(target, ignore_errors=True)

@@ -56,12 +56,30 @@ def final_state(run_dir):
     return checkpoint.name, weights, method_state
 
 
-def test_resume_mid_epoch_and_worker_count_give_the_same_weights_and_thresholds(tiny_dataset, tmp_path):
+def assert_same_state(state_a, state_b):
+    """Two final_state results: the same step, bitwise the same weights and method buffers."""
+    (name_a, weights_a, method_a), (name_b, weights_b, method_b) = state_a, state_b
+    assert name_a == name_b
+    assert weights_a.keys() == weights_b.keys() and method_a.keys() == method_b.keys()
+    for key in weights_a:
+        assert torch.equal(weights_a[key], weights_b[key]), key
+    for key in method_a:
+        assert torch.equal(method_a[key], method_b[key]), key
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_dataset, tmp_path_factory):
+    """The tiny run without a break, loading with 2 worker processes: what a resumed run must reproduce."""
+    run_dir = tmp_path_factory.mktemp("straight")
+    result = run_train(*tiny_run_overrides(tiny_dataset, run_dir, "data.num_workers=2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def test_resume_mid_epoch_and_worker_count_give_the_same_weights_and_thresholds(tiny_dataset, straight_run, tmp_path):
     # 32 train images / batch 8 = 4 steps an epoch, 8 in all; the broken run stops at step 3.
     # The straight run loads with 2 worker processes, the broken one in the main process:
     # the random views depend on (seed, epoch, row) only, so the weights must still agree.
-    straight = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "straight", "data.num_workers=2"))
-    assert straight.returncode == 0, straight.stderr[-3000:]
     broken = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "broken", "train.max_steps=3"))
     assert broken.returncode == 0, broken.stderr[-3000:]
     assert (tmp_path / "broken" / "checkpoints" / "step-000000003").is_dir()
@@ -69,15 +87,40 @@ def test_resume_mid_epoch_and_worker_count_give_the_same_weights_and_thresholds(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
 
-    name_a, weights_a, method_a = final_state(tmp_path / "straight")
-    name_b, weights_b, method_b = final_state(tmp_path / "broken")
-    assert name_a == name_b == "step-000000008"
-    assert weights_a.keys() == weights_b.keys()
-    for key in weights_a:
-        assert torch.equal(weights_a[key], weights_b[key]), key
-    assert method_a["thresholds.gap_threshold"] > 0
-    for key in method_a:
-        assert torch.equal(method_a[key], method_b[key]), key
+    straight = final_state(straight_run)
+    assert straight[0] == "step-000000008"
+    assert straight[2]["thresholds.gap_threshold"] > 0
+    assert_same_state(final_state(tmp_path / "broken"), straight)
+
+
+def test_non_finite_weights_are_never_checkpointed_and_the_newest_finite_checkpoint_resumes(tiny_dataset, tmp_path):
+    # lr 1e30: Adam's first step leaves finite weights of ~1e30, the second forward overflows and
+    # step 2 leaves NaN weights. A checkpoint is due every step, the loss is checked only at step 10.
+    blown_up = ("optim.lr=1e30", "train.checkpoint_every_steps=1", "train.keep_checkpoints=1", "train.log_every=10")
+    reference = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "reference", *blown_up, "train.max_steps=1"))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    stopped = run_train(*tiny_run_overrides(tiny_dataset, run_dir, *blown_up))
+    assert stopped.returncode == 2
+    assert stopped.stderr.strip().splitlines()[-1].startswith(
+        "error: non-finite weights or statistics at step 2, not checkpointed: trunk.0.weight, ")
+    assert [path.name for path in (run_dir / "checkpoints").iterdir()] == ["step-000000001"]
+    assert_same_state(final_state(run_dir), final_state(tmp_path / "reference"))
+
+    resumed = run_train(*tiny_run_overrides(tiny_dataset, run_dir, *blown_up, "train.resume=auto"))
+    assert f"resumed from {run_dir / 'checkpoints' / 'step-000000001'}: epoch 0, step 1" in resumed.stdout
+    assert resumed.stderr.strip().splitlines()[-1] == stopped.stderr.strip().splitlines()[-1]
+
+
+def test_non_finite_statistics_stop_the_run_although_the_loss_is_finite(tiny_dataset, tmp_path):
+    # lr 1e9: the weights stay finite, so does the loss (BatchNorm rescales), but the running
+    # variances overflow; the run used to finish with exit code 0 and inf in its export
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "run", "optim.lr=1e9"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: non-finite weights or statistics at step 2: "
+        "trunk.5.running_var, trunk.9.running_var, trunk.12.running_var and 1 more")
+    assert not (tmp_path / "run" / "export").exists() and not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_two_process_launch_keeps_thresholds_identical_on_every_rank(tiny_dataset, tmp_path):
