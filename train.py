@@ -63,7 +63,7 @@ def main(argv=None):
     run = Run(config, accelerator, model, method, optimizer, scheduler, Progress())
     accelerator.register_for_checkpointing(scheduler, method, run.progress)
 
-    resume_from = resolve_resume(config.train.resume, output_dir)
+    resume_from = resolve_resume(config.train.resume, output_dir, accelerator.print)
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         accelerator.print(f"resumed from {resume_from}: epoch {run.progress.epoch}, step {run.progress.global_step}")

@@ -1,12 +1,14 @@
 """Resume state (Accelerate's save_state) and the weights-only export."""
 import json
 import os
+import pickle
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from .errors import SPMLError
 from .files import write_text_atomic
@@ -79,17 +81,50 @@ def require_finite(run, when):
         raise SPMLError(f"non-finite weights or statistics {when}: {', '.join(bad[:3])}{more}")
 
 
-def resolve_resume(resume, output_dir):
-    """The checkpoint to resume from: None, the newest one in output_dir ('auto'), or a path."""
+def resolve_resume(resume, output_dir, say):
+    """The checkpoint to resume from: None, the newest intact one in output_dir ('auto'), or a path.
+
+    `say` prints a line (on the main process) for each damaged checkpoint that 'auto' passes over.
+    """
     if not resume:
         return None
     if resume == "auto":
         found = sorted((Path(output_dir) / CHECKPOINTS).glob("step-?????????"))
-        return found[-1] if found else None
+        for path in reversed(found):
+            damage = checkpoint_damage(path)
+            if damage is None:
+                return path
+            say(f"checkpoint {path} is damaged ({damage}); trying the one before")
+        if found:
+            raise SPMLError(f"train.resume=auto: all {len(found)} checkpoints in {found[0].parent} are damaged")
+        return None
     path = Path(resume)
     if not path.is_dir():
         raise SPMLError(f"train.resume: checkpoint directory {path} not found")
+    damage = checkpoint_damage(path)
+    if damage is not None:
+        raise SPMLError(f"train.resume: checkpoint {path} is damaged ({damage})")
     return path
+
+
+def checkpoint_damage(path):
+    """Why the checkpoint at `path` cannot be resumed (its first file that does not decode), or None.
+
+    Each file is read the way Accelerate's load_state reads it, before load_state runs: a
+    failure half way through load_state would leave a mix of two checkpoints in memory.
+    """
+    for required in ("model.safetensors", "optimizer.bin"):
+        if not (path / required).is_file():
+            return f"{required} is missing"
+    for file in sorted(path.iterdir()):
+        try:
+            if file.suffix == ".safetensors":
+                load_file(str(file))
+            else:
+                torch.load(file, map_location="cpu", weights_only=False)
+        except (SafetensorError, OSError, EOFError, RuntimeError, pickle.UnpicklingError) as error:
+            return f"{file.name}: {str(error).split('. ')[0]}"  # torch's zip errors run to five sentences
+    return None
 
 
 def export_model(accelerator, model, export_info, output_dir):

@@ -12,7 +12,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from ignore.checkpoint import resolve_resume
 from ignore.data.format import load_dataset
+from ignore.errors import SPMLError
 from ignore.inference import load_exported, predict_probabilities
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,6 +123,61 @@ def test_non_finite_statistics_stop_the_run_although_the_loss_is_finite(tiny_dat
         "error: non-finite weights or statistics at step 2: "
         "trunk.5.running_var, trunk.9.running_var, trunk.12.running_var and 1 more")
     assert not (tmp_path / "run" / "export").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def damage(file, how):
+    data = file.read_bytes()
+    file.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"not a checkpoint"}[how])
+
+
+def test_resume_auto_passes_over_a_damaged_checkpoint(tiny_dataset, straight_run, tmp_path):
+    run_dir = tmp_path / "run"
+    broken = run_train(*tiny_run_overrides(tiny_dataset, run_dir, "train.max_steps=3",
+                                           "train.checkpoint_every_steps=1", "train.keep_checkpoints=3"))
+    assert broken.returncode == 0, broken.stderr[-3000:]
+    newest = run_dir / "checkpoints" / "step-000000003"
+    damage(newest / "model.safetensors", "truncated")
+    resumed = run_train(*tiny_run_overrides(tiny_dataset, run_dir, "train.resume=auto"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (f"checkpoint {newest} is damaged (model.safetensors: Error while deserializing header: "
+            "incomplete metadata, file not fully covered); trying the one before") in resumed.stdout
+    assert f"resumed from {run_dir / 'checkpoints' / 'step-000000002'}: epoch 0, step 2" in resumed.stdout
+    assert_same_state(final_state(run_dir), final_state(straight_run))
+
+
+@pytest.mark.parametrize("file, how, reason", [
+    ("model.safetensors", "truncated", "model.safetensors: Error while deserializing header: incomplete metadata"),
+    ("custom_checkpoint_2.pkl", "garbage", "custom_checkpoint_2.pkl: invalid load key, 'n'."),
+    ("optimizer.bin", "empty", "optimizer.bin: Ran out of input"),
+    ("optimizer.bin", "truncated", "optimizer.bin: PytorchStreamReader failed reading zip archive"),
+])
+def test_resume_from_a_damaged_checkpoint_path_is_one_error_line(tiny_dataset, straight_run, tmp_path, file, how,
+                                                                 reason):
+    checkpoint = tmp_path / "step-000000008"
+    shutil.copytree(straight_run / "checkpoints" / checkpoint.name, checkpoint)
+    damage(checkpoint / file, how)
+    with pytest.raises(SPMLError) as error:
+        resolve_resume(str(checkpoint), tmp_path, print)
+    assert str(error.value).startswith(f"train.resume: checkpoint {checkpoint} is damaged ({reason}")
+    assert "\n" not in str(error.value)
+    if file == "optimizer.bin" and how == "empty":  # the same through train.py
+        result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "run", f"train.resume={checkpoint}"))
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"error: train.resume: checkpoint {checkpoint} is damaged (optimizer.bin: Ran out of input)")
+
+
+def test_resume_auto_with_every_checkpoint_damaged_is_one_error_line(straight_run, tmp_path):
+    root = tmp_path / "checkpoints"
+    shutil.copytree(straight_run / "checkpoints", root)
+    for checkpoint in root.iterdir():
+        damage(checkpoint / "custom_checkpoint_2.pkl", "empty")
+    said = []
+    with pytest.raises(SPMLError) as error:
+        resolve_resume("auto", tmp_path, said.append)
+    assert str(error.value) == f"train.resume=auto: all 2 checkpoints in {root} are damaged"
+    assert said == [f"checkpoint {root / name} is damaged (custom_checkpoint_2.pkl: Ran out of input); "
+                    "trying the one before" for name in ("step-000000008", "step-000000004")]
 
 
 def test_two_process_launch_keeps_thresholds_identical_on_every_rank(tiny_dataset, tmp_path):
