@@ -22,6 +22,7 @@ from ignore.data.loading import build_loaders, load_spml_data, preview_batch
 from ignore.data.views import IMAGENET_MEAN, IMAGENET_STD
 from ignore.engine import Run, evaluate, train_one_epoch
 from ignore.errors import SPMLError, exit_on_error
+from ignore.files import make_output_dir
 from ignore.losses.registry import build_method
 from ignore.models.cam_model import CAMClassifier
 from ignore.optim import build_optimizer, build_scheduler
@@ -40,6 +41,7 @@ def main(argv=None):
     args = parse_args(argv)
     config = load_config(args.config, args.overrides)
     output_dir = Path(config.train.output_dir)
+    make_output_dir(output_dir)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with="tensorboard",
                               mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
                               project_dir=str(output_dir), step_scheduler_with_optimizer=False)
@@ -68,7 +70,6 @@ def main(argv=None):
         accelerator.load_state(str(resume_from))
         accelerator.print(f"resumed from {resume_from}: epoch {run.progress.epoch}, step {run.progress.global_step}")
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, output_dir / "config.yaml")
     accelerator.init_trackers("tensorboard")
     accelerator.print(f"{len(train_loader.dataset)} train images, {num_classes} classes, method {config.method.name}, "

@@ -204,6 +204,23 @@ def test_bad_input_is_one_line_and_exit_code_2(overrides, message, tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
 
 
+@pytest.mark.parametrize("where, reason", [
+    ("a_file", "cannot create the directory (File exists)"),
+    ("a_file/run", "cannot create the directory (Not a directory)"),
+    ("read_only/run", "cannot create the directory (Permission denied)"),
+    ("read_only", "the directory is not writable"),
+])
+def test_unusable_output_dir_stops_before_training(tiny_dataset, tmp_path, where, reason):
+    (tmp_path / "a_file").write_text("not a directory")
+    (tmp_path / "read_only").mkdir(mode=0o555)
+    if where.startswith("read_only") and os.geteuid() == 0:
+        pytest.skip("root writes into a read-only directory")
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / where))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"error: train.output_dir {tmp_path / where}: {reason}"
+    assert "train images" not in result.stdout  # stopped before the data was read
+
+
 def test_non_finite_loss_stops_the_run_with_the_step_and_the_parts(tiny_dataset, tmp_path):
     # Adam's first step moves every weight by ~lr: finite, but the second forward overflows
     result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "nan", "optim.lr=1e30"))
