@@ -33,7 +33,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="a YAML file of settings (see README)")
     parser.add_argument("overrides", nargs="*", help="dotted settings, e.g. method.warm_up=2 train.epochs=5")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # --config before, between or after the overrides
 
 
 @exit_on_error

@@ -204,6 +204,15 @@ def test_bad_input_is_one_line_and_exit_code_2(overrides, message, tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
 
 
+def test_config_file_between_the_overrides(tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(f"train:\n  output_dir: {tmp_path / 'from_yaml'}\n")
+    result = run_train("method.warm_up=2", "--config", str(config_file), "data.path=/nonexistent/dataset")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: /nonexistent/dataset: dataset directory not found"
+    assert (tmp_path / "from_yaml").is_dir()  # the file was read, and the override after it
+
+
 @pytest.mark.parametrize("where, reason", [
     ("a_file", "cannot create the directory (File exists)"),
     ("a_file/run", "cannot create the directory (Not a directory)"),
