@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ignore.checkpoint import (EXPORT, Progress, export_model, network, resolve_resume, save_checkpoint,
                                write_json_atomic)
 from ignore.config import load_config, save_config, scaled_lr
+from ignore.cpu_threads import use_all_cores_if_launcher_chose_one
 from ignore.data.loading import build_loaders, load_spml_data, preview_batch
 from ignore.data.views import IMAGENET_MEAN, IMAGENET_STD
 from ignore.engine import Run, evaluate, train_one_epoch
@@ -45,6 +46,7 @@ def main(argv=None):
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with="tensorboard",
                               mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
                               project_dir=str(output_dir), step_scheduler_with_optimizer=False)
+    use_all_cores_if_launcher_chose_one(accelerator)
     set_seed(config.train.seed)
     data = load_spml_data(config.data, accelerator)
     num_classes = len(data.class_names)
