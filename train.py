@@ -15,12 +15,15 @@ from accelerate.utils import send_to_device, set_seed
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from ignore.checkpoint import EXPORT, Progress, export_model, resolve_resume, save_checkpoint, write_json_atomic
+from ignore.checkpoint import (EXPORT, Progress, export_model, network, resolve_resume, save_checkpoint,
+                               write_json_atomic)
 from ignore.config import load_config, save_config, scaled_lr
+from ignore.cpu_threads import use_all_cores_if_launcher_chose_one
 from ignore.data.loading import build_loaders, load_spml_data, preview_batch
 from ignore.detection import histogram
 from ignore.engine import Run, evaluate, train_one_epoch
 from ignore.errors import SPMLError, exit_on_error
+from ignore.files import make_output_dir
 from ignore.losses.registry import build_method
 from ignore.models.cam_model import CAMClassifier
 from ignore.optim import build_optimizer, build_scheduler
@@ -31,7 +34,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="a YAML file of settings (see README)")
     parser.add_argument("overrides", nargs="*", help="dotted settings, e.g. method.warm_up=2 train.epochs=5")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # --config before, between or after the overrides
 
 
 @exit_on_error
@@ -39,9 +42,11 @@ def main(argv=None):
     args = parse_args(argv)
     config = load_config(args.config, args.overrides)
     output_dir = Path(config.train.output_dir)
+    make_output_dir(output_dir)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with="tensorboard",
                               mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
                               project_dir=str(output_dir), step_scheduler_with_optimizer=False)
+    use_all_cores_if_launcher_chose_one(accelerator)
     set_seed(config.train.seed)
     data = load_spml_data(config.data, accelerator)
     num_classes = len(data.class_names)
@@ -64,12 +69,11 @@ def main(argv=None):
     run = Run(config, accelerator, model, method, optimizer, scheduler, Progress())
     accelerator.register_for_checkpointing(scheduler, method, run.progress)
 
-    resume_from = resolve_resume(config.train.resume, output_dir)
+    resume_from = resolve_resume(config.train.resume, output_dir, accelerator.print)
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         accelerator.print(f"resumed from {resume_from}: epoch {run.progress.epoch}, step {run.progress.global_step}")
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, output_dir / "config.yaml")
     accelerator.init_trackers("tensorboard")
     accelerator.print(f"{len(train_loader.dataset)} train images, {num_classes} classes, method {config.method.name}, "
@@ -115,9 +119,9 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
                 export_model(accelerator, run.model, {**export_info, "epoch": epoch, "val_mAP": val_metrics["mAP"]},
                              output_dir)
             progress.epoch, progress.step_in_epoch = epoch + 1, 0
-            save_checkpoint(accelerator, output_dir, progress, config.keep_checkpoints)
+            save_checkpoint(run)
     if progress.step_in_epoch:
-        save_checkpoint(accelerator, output_dir, progress, config.keep_checkpoints)
+        save_checkpoint(run)
     return last_epoch, skipped
 
 
@@ -158,7 +162,7 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
     """The best epoch's weights on the test split: metrics.json, test scores, a printed line."""
     accelerator, output_dir = run.accelerator, Path(run.config.train.output_dir)
     accelerator.wait_for_everyone()
-    accelerator.unwrap_model(run.model).load_state_dict(load_file(str(output_dir / EXPORT / "model.safetensors")))
+    network(accelerator, run.model).load_state_dict(load_file(str(output_dir / EXPORT / "model.safetensors")))
     test_metrics, test_scores = evaluate(run.model, test_loader, accelerator)
     skipped = int(accelerator.reduce(torch.tensor(skipped, device=accelerator.device), reduction="sum"))  # all ranks
     summary = {"method": run.config.method.name, "best_epoch": run.progress.best_epoch,

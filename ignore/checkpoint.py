@@ -1,11 +1,14 @@
 """Resume state (Accelerate's save_state) and the weights-only export."""
 import json
 import os
+import pickle
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from safetensors.torch import save_file
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from .errors import SPMLError
 from .files import write_text_atomic
@@ -33,9 +36,15 @@ class Progress:
             setattr(self, name, value)
 
 
-def save_checkpoint(accelerator, output_dir, progress, keep):
-    """save_state into a temporary folder, renamed when complete; keep the newest `keep`."""
-    root = Path(output_dir) / CHECKPOINTS
+def save_checkpoint(run):
+    """save_state into a temporary folder, renamed when complete; keep the newest `keep`.
+
+    Non-finite weights stop the run before anything is written or pruned: the newest
+    checkpoint on disk is always one that resumes.
+    """
+    accelerator, config, progress = run.accelerator, run.config.train, run.progress
+    require_finite(run, f"at step {progress.global_step}, not checkpointed")
+    root = Path(config.output_dir) / CHECKPOINTS
     final = root / f"step-{progress.global_step:09d}"
     partial = root / (final.name + ".partial")
     if accelerator.is_main_process:
@@ -46,23 +55,77 @@ def save_checkpoint(accelerator, output_dir, progress, keep):
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
-        for old in sorted(root.glob("step-?????????"))[:-keep]:
+        for old in sorted(root.glob("step-?????????"))[:-config.keep_checkpoints]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
 
 
-def resolve_resume(resume, output_dir):
-    """The checkpoint to resume from: None, the newest one in output_dir ('auto'), or a path."""
+def network(accelerator, model):
+    """The model without the DDP and torch.compile wrappers, whose state dict has the plain
+    names (`trunk.0.weight`, never `module.` or `_orig_mod.`) that an export holds."""
+    return accelerator.unwrap_model(model, keep_torch_compile=False)
+
+
+def require_finite(run, when):
+    """Stop the run if a weight, running statistic or threshold is inf or NaN on any rank.
+
+    One host synchronisation: called at log intervals and before each checkpoint, not per step.
+    """
+    named = [(name, tensor) for module in (network(run.accelerator, run.model), run.method)
+             for name, tensor in module.state_dict().items() if tensor.is_floating_point()]
+    not_finite = torch.stack([~torch.isfinite(tensor).all() for _, tensor in named]).float()
+    on_any_rank = run.accelerator.reduce(not_finite, reduction="sum").tolist()
+    bad = [name for (name, _), count in zip(named, on_any_rank) if count]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise SPMLError(f"non-finite weights or statistics {when}: {', '.join(bad[:3])}{more}")
+
+
+def resolve_resume(resume, output_dir, say):
+    """The checkpoint to resume from: None, the newest intact one in output_dir ('auto'), or a path.
+
+    `say` prints a line (on the main process) for each damaged checkpoint that 'auto' passes over.
+    """
     if not resume:
         return None
     if resume == "auto":
         found = sorted((Path(output_dir) / CHECKPOINTS).glob("step-?????????"))
-        return found[-1] if found else None
+        for path in reversed(found):
+            damage = checkpoint_damage(path)
+            if damage is None:
+                return path
+            say(f"checkpoint {path} is damaged ({damage}); trying the one before")
+        if found:
+            raise SPMLError(f"train.resume=auto: all {len(found)} checkpoints in {found[0].parent} are damaged")
+        return None
     path = Path(resume)
     if not path.is_dir():
         raise SPMLError(f"train.resume: checkpoint directory {path} not found")
+    damage = checkpoint_damage(path)
+    if damage is not None:
+        raise SPMLError(f"train.resume: checkpoint {path} is damaged ({damage})")
     return path
+
+
+def checkpoint_damage(path):
+    """Why the checkpoint at `path` cannot be resumed (its first file that does not decode), or None.
+
+    Each file is read the way Accelerate's load_state reads it, before load_state runs: a
+    failure half way through load_state would leave a mix of two checkpoints in memory.
+    """
+    for required in ("model.safetensors", "optimizer.bin"):
+        if not (path / required).is_file():
+            return f"{required} is missing"
+    for file in sorted(path.iterdir()):
+        try:
+            if file.suffix == ".safetensors":
+                load_file(str(file))
+            else:
+                torch.load(file, map_location="cpu", weights_only=False)
+        except (SafetensorError, OSError, EOFError, RuntimeError, pickle.UnpicklingError) as error:
+            return f"{file.name}: {str(error).split('. ')[0]}"  # torch's zip errors run to five sentences
+    return None
 
 
 def export_model(accelerator, model, export_info, output_dir):
@@ -74,7 +137,7 @@ def export_model(accelerator, model, export_info, output_dir):
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     state = {name: tensor.detach().cpu().contiguous()
-             for name, tensor in accelerator.unwrap_model(model).state_dict().items()}
+             for name, tensor in network(accelerator, model).state_dict().items()}
     save_file(state, str(partial / "model.safetensors"))
     (partial / "config.json").write_text(json.dumps(export_info, indent=2) + "\n")
     shutil.rmtree(target, ignore_errors=True)

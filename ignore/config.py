@@ -5,6 +5,7 @@ config. Precision is `train.mixed_precision` ("auto": the launcher's, else bf16 
 Every key below is read somewhere; unknown keys are rejected.
 """
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,66 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric key; NaN fails every comparison, so it is always refused."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False  # True: low itself is refused
+    high_open: bool = False
+
+    def __contains__(self, value):
+        low_ok = value > self.low if self.low_open else value >= self.low
+        high_ok = value < self.high if self.high_open else value <= self.high
+        return low_ok and high_ok
+
+    def __str__(self):
+        low = f"{'>' if self.low_open else '>='} {self.low}"
+        high = f"{'<' if self.high_open else '<='} {self.high}"
+        return low if self.high == math.inf else f"{low} and {high}"
+
+
+def at_least(low):
+    return Range(low)
+
+
+def above(low):
+    return Range(low, low_open=True)
+
+
+def between(low, high, high_open=False):
+    return Range(low, high, high_open=high_open)
+
+
+# The valid values of every int and float key, one line each; a test checks that none is missing.
+RANGES = {
+    "data.image_size": at_least(8),  # the smallest backbone (small_cnn) has stride 8
+    "data.num_workers": at_least(0),
+    "data.demo_seed": at_least(0),
+    "data.train_subset": at_least(0),
+    "model.head_lr_multiplier": above(0),
+    "model.output_stride": between(16, 32),  # 16 or 32: the backbone says which it supports
+    "method.warm_up": at_least(0),
+    "method.cam_threshold": between(0, 1, high_open=True),  # 1 or more would mask every pixel
+    "method.gap_lambda": between(0, 1, high_open=True),  # 1 would keep the threshold at 0 for ever
+    "method.avg_lambda": between(0, 1, high_open=True),
+    "method.weight_spbc": at_least(0),
+    "method.weight_ign": at_least(0),
+    "method.weight_reg": at_least(0),
+    "optim.lr": above(0),
+    "optim.reference_batch_size": at_least(1),
+    "optim.weight_decay": at_least(0),
+    "train.epochs": at_least(1),
+    "train.batch_size": at_least(1),
+    "train.seed": between(0, 2**32 - 1),  # numpy's seed range
+    "train.checkpoint_every_steps": at_least(0),
+    "train.keep_checkpoints": at_least(1),
+    "train.log_every": at_least(1),
+    "train.max_steps": at_least(0),
+}
+
+
 def valid_keys(config=None, prefix=""):
     """Every dotted key of the config, e.g. 'method.warm_up'."""
     config = config if config is not None else Config()
@@ -118,6 +179,11 @@ def _coerce(key, value, kind):
         value = float(value)
     if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
         raise SPMLError(f"config key '{key}' expects {kind.__name__}, got {value!r}")
+    if kind in (int, float):
+        if value not in RANGES[key]:
+            raise SPMLError(f"config key '{key}' must be {RANGES[key]}, got {value!r}")
+        if not math.isfinite(value):
+            raise SPMLError(f"config key '{key}' must be finite, got {value!r}")
     return value
 
 
@@ -146,7 +212,9 @@ def load_config(config_file=None, overrides=()):
         if not path.is_file():
             raise SPMLError(f"{path}: config file not found")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as error:
+            raise SPMLError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start})") from None
         except yaml.YAMLError as error:
             raise SPMLError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
         if not isinstance(tree, dict):

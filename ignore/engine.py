@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .checkpoint import save_checkpoint
+from .checkpoint import require_finite, save_checkpoint
 from .detection import DetectionCollector
 from .errors import SPMLError
 from .metrics import multilabel_metrics
@@ -90,7 +90,7 @@ def train_one_epoch(run, epoch, loader, progress_bar):
             log_interval(run, meter, step)
             meter = Meter()
         if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-            save_checkpoint(accelerator, config.output_dir, run.progress, config.keep_checkpoints)
+            save_checkpoint(run)
         if config.max_steps and step >= config.max_steps:
             break
     if meter.steps:
@@ -101,13 +101,14 @@ def train_one_epoch(run, epoch, loader, progress_bar):
 
 
 def log_interval(run, meter, step):
-    """Log the interval's means; stop the run if a loss part is not finite."""
+    """Log the interval's means; stop the run if a loss part, a weight or a statistic is not finite."""
     logs = meter.summary(run.accelerator, run.method.ratios)
     bad = {name: value for name, value in logs.items() if not math.isfinite(value)}
     if bad:
         first = step - meter.steps + 1
         parts = ", ".join(f"{name}={value:.4g}" for name, value in logs.items() if name in meter.parts)
         raise SPMLError(f"non-finite loss at step {first}..{step} (interval means: {parts})")
+    require_finite(run, f"at step {step}")  # a huge step can leave the loss finite but a statistic inf
     logs = {f"train/{name}": value for name, value in logs.items()}
     for index, group in enumerate(run.optimizer.param_groups):
         logs[f"lr/group{index}"] = group["lr"]

@@ -8,6 +8,7 @@ class SPMLError(Exception):
 
 
 EXIT_CODE = 2
+WORKER_PREFIX = f"Caught {SPMLError.__name__} in DataLoader worker process"
 
 
 def exit_on_error(main):
@@ -21,7 +22,22 @@ def exit_on_error(main):
         try:
             return main(*args, **kwargs)
         except SPMLError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {own_message(error)}", file=sys.stderr)
             sys.exit(EXIT_CODE)
 
     return wrapper
+
+
+def own_message(error):
+    """The one line the error was raised with, also when a DataLoader worker raised it.
+
+    The DataLoader re-raises a worker's exception in the main process as the same type, with
+    'Caught SPMLError in DataLoader worker process N.' and the worker's whole traceback as its
+    message; the traceback's last line is `ignore.errors.SPMLError: <the original message>`.
+    Unwrapping it here, where errors are printed, covers every loader and every error a worker
+    can raise (an image, a batch of unreadable images) without passing errors around as data.
+    """
+    message = str(error)
+    if message.startswith(WORKER_PREFIX):
+        message = message.rstrip().splitlines()[-1].split(f"{SPMLError.__name__}: ", 1)[1]
+    return message

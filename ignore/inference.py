@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from .data.images import to_rgb
 from .data.views import eval_view
 from .errors import SPMLError
 from .models.cam_model import CAMClassifier
@@ -32,9 +33,9 @@ def load_exported(export_dir, device="cpu"):
 
 @torch.no_grad()
 def predict_probabilities(model, images):
-    """Probabilities (N, C) for a list of PIL images, preprocessed as in evaluation."""
+    """Probabilities (N, C) for a list of PIL images (any mode, see `to_rgb`), preprocessed as in evaluation."""
     info = model.export_info
     transform = eval_view(info["image_size"], {"mean": info["mean"], "std": info["std"]})
     device = next(model.parameters()).device
-    batch = torch.stack([transform(image.convert("RGB")) for image in images]).to(device)
+    batch = torch.stack([transform(to_rgb(image)) for image in images]).to(device)
     return torch.sigmoid(model(batch)["logits"].float()).cpu()

@@ -49,6 +49,13 @@ def save(tmp_path, **splits):
     return path
 
 
+def test_an_empty_split_is_named(tmp_path):
+    path = save(tmp_path, train=embedded_split("train", TRAIN_INDICES), test=embedded_split("test", []))
+    with pytest.raises(SPMLError) as error:
+        load_hf_dataset(path, "picture", "tags")
+    assert str(error.value) == f"{path.resolve()}: split 'test' is empty"
+
+
 def first_pixel(result, split, row):
     image = open_rgb(result.image_root, result.splits[split][row]["image"])
     assert image.mode == "RGB"

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import yaml
 
-from ignore.config import Config, OptimConfig, load_config, save_config, scaled_lr, valid_keys
+from ignore.config import RANGES, Config, OptimConfig, load_config, save_config, scaled_lr, valid_keys
 from ignore.errors import SPMLError
 
 
@@ -88,6 +88,45 @@ def test_wrong_type_in_yaml_names_the_key(tmp_path):
         load_config(write(tmp_path, "method:\n  lat: 1.5\n"))
 
 
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "config key 'train.batch_size' must be >= 1, got 0"),
+    ("train.batch_size=-1", "config key 'train.batch_size' must be >= 1, got -1"),
+    ("optim.lr=-1", "config key 'optim.lr' must be > 0, got -1.0"),
+    ("optim.lr=nan", "config key 'optim.lr' must be > 0, got nan"),
+    ("optim.lr=inf", "config key 'optim.lr' must be finite, got inf"),
+    ("train.log_every=0", "config key 'train.log_every' must be >= 1, got 0"),
+    ("data.image_size=0", "config key 'data.image_size' must be >= 8, got 0"),
+    ("data.image_size=4", "config key 'data.image_size' must be >= 8, got 4"),
+    ("optim.reference_batch_size=0", "config key 'optim.reference_batch_size' must be >= 1, got 0"),
+    ("data.num_workers=-1", "config key 'data.num_workers' must be >= 0, got -1"),
+    ("method.cam_threshold=1.5", "config key 'method.cam_threshold' must be >= 0 and < 1, got 1.5"),
+    ("method.cam_threshold=1", "config key 'method.cam_threshold' must be >= 0 and < 1, got 1.0"),
+    ("method.weight_ign=nan", "config key 'method.weight_ign' must be >= 0, got nan"),
+    ("train.seed=4294967296", "config key 'train.seed' must be >= 0 and <= 4294967295, got 4294967296"),
+])
+def test_out_of_range_value_names_the_key_and_the_range(override, message):
+    with pytest.raises(SPMLError) as error:
+        load_config(overrides=[override])
+    assert str(error.value) == message
+
+
+def test_every_numeric_key_has_a_range():
+    numeric = [key for key in valid_keys() if type(load_value(Config(), key)) in (int, float)]
+    assert sorted(RANGES) == sorted(numeric)
+    for key in numeric:  # the defaults are valid
+        assert load_value(Config(), key) in RANGES[key], key
+
+
+def load_value(config, key):
+    section, _, name = key.partition(".")
+    return getattr(getattr(config, section), name)
+
+
+def test_range_in_yaml_names_the_key(tmp_path):
+    with pytest.raises(SPMLError, match=r"^config key 'method.gap_lambda' must be >= 0 and < 1, got 1.0$"):
+        load_config(write(tmp_path, "method:\n  gap_lambda: 1.0\n"))
+
+
 def test_override_without_equals():
     with pytest.raises(SPMLError, match="override 'train.epochs' is not of the form key=value"):
         load_config(overrides=["train.epochs"])
@@ -107,6 +146,14 @@ def test_invalid_yaml_names_the_file(tmp_path):
     assert str(path) in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(SPMLError, match="expected a mapping"):
         load_config(write(tmp_path, "- 1\n- 2\n", name="list.yaml"))
+
+
+def test_binary_config_file_names_the_file(tmp_path):
+    path = tmp_path / "weights.yaml"
+    path.write_bytes(b"\x80\x04\x95binary pickle\xff")
+    with pytest.raises(SPMLError) as error:
+        load_config(path)
+    assert str(error.value) == f"{path}: not a UTF-8 text file (invalid start byte at byte 0)"
 
 
 def test_save_then_load_round_trips(tmp_path):

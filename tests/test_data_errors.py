@@ -82,6 +82,20 @@ def test_undecodable_image(dataset_dir, damage):
     assert "\n" not in str(error.value)
 
 
+# PIL warns above its pixel limit and refuses above twice it: both are unreadable images
+@pytest.mark.parametrize("side, pixels", [(40, 1600), (50, 2500)])
+def test_decompression_bomb_is_unreadable_and_skippable(dataset_dir, monkeypatch, side, pixels):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    target = image_path(dataset_dir, row=2)
+    Image.new("L", (side, side)).save(target)
+    with pytest.raises(SPMLError) as error:
+        image_dataset(dataset_dir)[2]
+    assert str(error.value).startswith(
+        f"{target}: cannot decode image (Image size ({pixels} pixels) exceeds limit of")
+    assert "\n" not in str(error.value)
+    assert image_dataset(dataset_dir, bad_images="skip")[2] == {"skipped": 2}
+
+
 def test_directory_not_in_our_format(tmp_path):
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "dataset_dict.json").write_text("{}")
@@ -107,36 +121,75 @@ def test_meta_class_names_disagree_with_the_splits(dataset_dir):
     meta = json.loads(meta_path.read_text())
     meta["class_names"] = CLASS_NAMES + ["e"]
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(SPMLError, match="split 'train' column 'labels' has 4 classes, spml_meta.json names 5"):
+    with pytest.raises(SPMLError, match="split 'train' row 0: column 'labels' has 4 values, spml_meta.json names 5"):
         load_dataset(dataset_dir)
+
+
+def rewrite_test_split(dataset_dir, labels, observed, lengths=(4, 4)):
+    """A copy of the dataset at dataset_dir/../rebuilt whose test split has the given label rows.
+
+    lengths: the fixed lengths of the labels and observed features (-1: variable).
+    """
+    from datasets import Dataset, DatasetDict, Features, Sequence, Value, load_from_disk
+
+    original = load_from_disk(str(dataset_dir))
+    features = Features({
+        "image": Value("string"),
+        "labels": Sequence(Value("int64"), length=lengths[0]),
+        "observed": Sequence(Value("int64"), length=lengths[1]),
+    })
+    bad_test = Dataset.from_dict({"image": original["test"]["image"][:len(labels)], "labels": labels,
+                                  "observed": observed}, features=features)
+    rebuilt = dataset_dir.parent / "rebuilt"
+    DatasetDict({"train": original["train"], "val": original["val"], "test": bad_test}).save_to_disk(str(rebuilt))
+    (rebuilt / META_FILE).write_text((dataset_dir / META_FILE).read_text())
+    return rebuilt
+
+
+GOOD_ROW = [0, 1, 0, 0]
 
 
 @pytest.mark.parametrize("column", ["labels", "observed"])
 def test_one_split_saved_with_another_label_length(dataset_dir, column):
-    """Rewrite the test split so that one of its label columns has 3 classes, not 4."""
-    from datasets import Dataset, DatasetDict, Features, Sequence, Value, load_from_disk
-
-    original = load_from_disk(str(dataset_dir))
-    lengths = {"labels": 4, "observed": 4, column: 3}
-    features = Features({
-        "image": Value("string"),
-        "labels": Sequence(Value("uint8"), length=lengths["labels"]),
-        "observed": Sequence(Value("int8"), length=lengths["observed"]),
-    })
-    test = original["test"]
-    bad_test = Dataset.from_dict({
-        "image": test["image"],
-        "labels": [row[: lengths["labels"]] for row in test["labels"]],
-        "observed": [row[: lengths["observed"]] for row in test["observed"]],
-    }, features=features)
-    rebuilt = dataset_dir.parent / "rebuilt"
-    DatasetDict({"train": original["train"], "val": original["val"], "test": bad_test}).save_to_disk(str(rebuilt))
-    (rebuilt / META_FILE).write_text((dataset_dir / META_FILE).read_text())
+    rows = {"labels": [GOOD_ROW] * 3, "observed": [GOOD_ROW] * 3, column: [[0, 1, 0]] * 3}
+    lengths = (3, 4) if column == "labels" else (4, 3)
+    rebuilt = rewrite_test_split(dataset_dir, rows["labels"], rows["observed"], lengths)
     with pytest.raises(SPMLError) as error:
         load_dataset(rebuilt)
-    assert str(error.value) == (
-        f"{rebuilt}: split 'test' column '{column}' has 3 classes, {META_FILE} names 4"
-    )
+    assert str(error.value) == (f"{rebuilt}: split 'test' row 0: column '{column}' has 3 values, "
+                                f"{META_FILE} names 4 classes")
+
+
+@pytest.mark.parametrize("column, row, message", [
+    ("labels", [0, 1, 0], "has 3 values, spml_meta.json names 4 classes"),
+    ("observed", [0, 1, 0, 0, 0], "has 5 values, spml_meta.json names 4 classes"),
+    ("labels", [0, 7, 0, 1], "holds [7], only (0, 1) are allowed"),
+    ("labels", [-1, 1, 0, 0], "holds [-1], only (0, 1) are allowed"),
+    ("observed", [5, -3, 0, 1], "holds [-3, 5], only (-1, 0, 1) are allowed"),
+])
+def test_a_bad_label_row_is_named(dataset_dir, column, row, message):
+    """Variable-length label columns (no fixed length in the features): the row is checked and named."""
+    rows = {"labels": [GOOD_ROW] * 3, "observed": [GOOD_ROW] * 3}
+    rows[column] = [GOOD_ROW, GOOD_ROW, row]
+    rebuilt = rewrite_test_split(dataset_dir, rows["labels"], rows["observed"], lengths=(-1, -1))
+    with pytest.raises(SPMLError) as error:
+        load_dataset(rebuilt)
+    assert str(error.value) == f"{rebuilt}: split 'test' row 2: column '{column}' {message}"
+
+
+def test_an_empty_split_is_named(dataset_dir):
+    rebuilt = rewrite_test_split(dataset_dir, [], [])
+    with pytest.raises(SPMLError) as error:
+        load_dataset(rebuilt)
+    assert str(error.value) == f"{rebuilt}: split 'test' is empty"
+
+
+@pytest.mark.parametrize("text, kind", [("[1, 2]", "list"), ('"spml"', "str"), ("null", "NoneType")])
+def test_metadata_that_is_not_a_json_object(dataset_dir, text, kind):
+    (dataset_dir / META_FILE).write_text(text)
+    with pytest.raises(SPMLError) as error:
+        load_dataset(dataset_dir)
+    assert str(error.value) == f"{dataset_dir / META_FILE}: expected a JSON object, got a {kind}"
 
 
 def arrays(num_rows, num_classes=4):

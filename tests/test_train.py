@@ -12,7 +12,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from ignore.checkpoint import resolve_resume
 from ignore.data.format import load_dataset
+from ignore.errors import SPMLError
 from ignore.inference import load_exported, predict_probabilities
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,12 +64,30 @@ def final_state(run_dir):
     return checkpoint.name, weights, method_state
 
 
-def test_resume_mid_epoch_and_worker_count_give_the_same_weights_and_thresholds(tiny_dataset, tmp_path):
+def assert_same_state(state_a, state_b):
+    """Two final_state results: the same step, bitwise the same weights and method buffers."""
+    (name_a, weights_a, method_a), (name_b, weights_b, method_b) = state_a, state_b
+    assert name_a == name_b
+    assert weights_a.keys() == weights_b.keys() and method_a.keys() == method_b.keys()
+    for key in weights_a:
+        assert torch.equal(weights_a[key], weights_b[key]), key
+    for key in method_a:
+        assert torch.equal(method_a[key], method_b[key]), key
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_dataset, tmp_path_factory):
+    """The tiny run without a break, loading with 2 worker processes: what a resumed run must reproduce."""
+    run_dir = tmp_path_factory.mktemp("straight")
+    result = run_train(*tiny_run_overrides(tiny_dataset, run_dir, "data.num_workers=2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def test_resume_mid_epoch_and_worker_count_give_the_same_weights_and_thresholds(tiny_dataset, straight_run, tmp_path):
     # 32 train images / batch 8 = 4 steps an epoch, 8 in all; the broken run stops at step 3.
     # The straight run loads with 2 worker processes, the broken one in the main process:
     # the random views depend on (seed, epoch, row) only, so the weights must still agree.
-    straight = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "straight", "data.num_workers=2"))
-    assert straight.returncode == 0, straight.stderr[-3000:]
     broken = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "broken", "train.max_steps=3"))
     assert broken.returncode == 0, broken.stderr[-3000:]
     assert (tmp_path / "broken" / "checkpoints" / "step-000000003").is_dir()
@@ -75,15 +95,95 @@ def test_resume_mid_epoch_and_worker_count_give_the_same_weights_and_thresholds(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
 
-    name_a, weights_a, method_a = final_state(tmp_path / "straight")
-    name_b, weights_b, method_b = final_state(tmp_path / "broken")
-    assert name_a == name_b == "step-000000008"
-    assert weights_a.keys() == weights_b.keys()
-    for key in weights_a:
-        assert torch.equal(weights_a[key], weights_b[key]), key
-    assert method_a["thresholds.gap_threshold"] > 0
-    for key in method_a:
-        assert torch.equal(method_a[key], method_b[key]), key
+    straight = final_state(straight_run)
+    assert straight[0] == "step-000000008"
+    assert straight[2]["thresholds.gap_threshold"] > 0
+    assert_same_state(final_state(tmp_path / "broken"), straight)
+
+
+def test_non_finite_weights_are_never_checkpointed_and_the_newest_finite_checkpoint_resumes(tiny_dataset, tmp_path):
+    # lr 1e30: Adam's first step leaves finite weights of ~1e30, the second forward overflows and
+    # step 2 leaves NaN weights. A checkpoint is due every step, the loss is checked only at step 10.
+    blown_up = ("optim.lr=1e30", "train.checkpoint_every_steps=1", "train.keep_checkpoints=1", "train.log_every=10")
+    reference = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "reference", *blown_up, "train.max_steps=1"))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    stopped = run_train(*tiny_run_overrides(tiny_dataset, run_dir, *blown_up))
+    assert stopped.returncode == 2
+    assert stopped.stderr.strip().splitlines()[-1].startswith(
+        "error: non-finite weights or statistics at step 2, not checkpointed: trunk.0.weight, ")
+    assert [path.name for path in (run_dir / "checkpoints").iterdir()] == ["step-000000001"]
+    assert_same_state(final_state(run_dir), final_state(tmp_path / "reference"))
+
+    resumed = run_train(*tiny_run_overrides(tiny_dataset, run_dir, *blown_up, "train.resume=auto"))
+    assert f"resumed from {run_dir / 'checkpoints' / 'step-000000001'}: epoch 0, step 1" in resumed.stdout
+    assert resumed.stderr.strip().splitlines()[-1] == stopped.stderr.strip().splitlines()[-1]
+
+
+def test_non_finite_statistics_stop_the_run_although_the_loss_is_finite(tiny_dataset, tmp_path):
+    # lr 1e9: the weights stay finite, so does the loss (BatchNorm rescales), but the running
+    # variances overflow; the run used to finish with exit code 0 and inf in its export
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "run", "optim.lr=1e9"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: non-finite weights or statistics at step 2: "
+        "trunk.5.running_var, trunk.9.running_var, trunk.12.running_var and 1 more")
+    assert not (tmp_path / "run" / "export").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def damage(file, how):
+    data = file.read_bytes()
+    file.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"not a checkpoint"}[how])
+
+
+def test_resume_auto_passes_over_a_damaged_checkpoint(tiny_dataset, straight_run, tmp_path):
+    run_dir = tmp_path / "run"
+    broken = run_train(*tiny_run_overrides(tiny_dataset, run_dir, "train.max_steps=3",
+                                           "train.checkpoint_every_steps=1", "train.keep_checkpoints=3"))
+    assert broken.returncode == 0, broken.stderr[-3000:]
+    newest = run_dir / "checkpoints" / "step-000000003"
+    damage(newest / "model.safetensors", "truncated")
+    resumed = run_train(*tiny_run_overrides(tiny_dataset, run_dir, "train.resume=auto"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (f"checkpoint {newest} is damaged (model.safetensors: Error while deserializing header: "
+            "incomplete metadata, file not fully covered); trying the one before") in resumed.stdout
+    assert f"resumed from {run_dir / 'checkpoints' / 'step-000000002'}: epoch 0, step 2" in resumed.stdout
+    assert_same_state(final_state(run_dir), final_state(straight_run))
+
+
+@pytest.mark.parametrize("file, how, reason", [
+    ("model.safetensors", "truncated", "model.safetensors: Error while deserializing header: incomplete metadata"),
+    ("custom_checkpoint_2.pkl", "garbage", "custom_checkpoint_2.pkl: invalid load key, 'n'."),
+    ("optimizer.bin", "empty", "optimizer.bin: Ran out of input"),
+    ("optimizer.bin", "truncated", "optimizer.bin: PytorchStreamReader failed reading zip archive"),
+])
+def test_resume_from_a_damaged_checkpoint_path_is_one_error_line(tiny_dataset, straight_run, tmp_path, file, how,
+                                                                 reason):
+    checkpoint = tmp_path / "step-000000008"
+    shutil.copytree(straight_run / "checkpoints" / checkpoint.name, checkpoint)
+    damage(checkpoint / file, how)
+    with pytest.raises(SPMLError) as error:
+        resolve_resume(str(checkpoint), tmp_path, print)
+    assert str(error.value).startswith(f"train.resume: checkpoint {checkpoint} is damaged ({reason}")
+    assert "\n" not in str(error.value)
+    if file == "optimizer.bin" and how == "empty":  # the same through train.py
+        result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "run", f"train.resume={checkpoint}"))
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"error: train.resume: checkpoint {checkpoint} is damaged (optimizer.bin: Ran out of input)")
+
+
+def test_resume_auto_with_every_checkpoint_damaged_is_one_error_line(straight_run, tmp_path):
+    root = tmp_path / "checkpoints"
+    shutil.copytree(straight_run / "checkpoints", root)
+    for checkpoint in root.iterdir():
+        damage(checkpoint / "custom_checkpoint_2.pkl", "empty")
+    said = []
+    with pytest.raises(SPMLError) as error:
+        resolve_resume("auto", tmp_path, said.append)
+    assert str(error.value) == f"train.resume=auto: all 2 checkpoints in {root} are damaged"
+    assert said == [f"checkpoint {root / name} is damaged (custom_checkpoint_2.pkl: Ran out of input); "
+                    "trying the one before" for name in ("step-000000008", "step-000000004")]
 
 
 def test_two_process_launch_keeps_thresholds_identical_on_every_rank(tiny_dataset, tmp_path):
@@ -133,11 +233,38 @@ def test_bad_input_is_one_line_and_exit_code_2(overrides, message, tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
 
 
+def test_config_file_between_the_overrides(tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(f"train:\n  output_dir: {tmp_path / 'from_yaml'}\n")
+    result = run_train("method.warm_up=2", "--config", str(config_file), "data.path=/nonexistent/dataset")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: /nonexistent/dataset: dataset directory not found"
+    assert (tmp_path / "from_yaml").is_dir()  # the file was read, and the override after it
+
+
+@pytest.mark.parametrize("where, reason", [
+    ("a_file", "cannot create the directory (File exists)"),
+    ("a_file/run", "cannot create the directory (Not a directory)"),
+    ("read_only/run", "cannot create the directory (Permission denied)"),
+    ("read_only", "the directory is not writable"),
+])
+def test_unusable_output_dir_stops_before_training(tiny_dataset, tmp_path, where, reason):
+    (tmp_path / "a_file").write_text("not a directory")
+    (tmp_path / "read_only").mkdir(mode=0o555)
+    if where.startswith("read_only") and os.geteuid() == 0:
+        pytest.skip("root writes into a read-only directory")
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / where))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"error: train.output_dir {tmp_path / where}: {reason}"
+    assert "train images" not in result.stdout  # stopped before the data was read
+
+
 def test_non_finite_loss_stops_the_run_with_the_step_and_the_parts(tiny_dataset, tmp_path):
-    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "nan", "method.weight_ign=nan"))
+    # Adam's first step moves every weight by ~lr: finite, but the second forward overflows
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "nan", "optim.lr=1e30"))
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: non-finite loss at step 1..1") and "loss_spbc=" in last
+    assert last.startswith("error: non-finite loss at step 2..2") and "loss_spbc=" in last
 
 
 def test_unreadable_training_image_stops_the_run_or_is_skipped_and_counted(tiny_dataset, tmp_path):
@@ -146,10 +273,12 @@ def test_unreadable_training_image_stops_the_run_or_is_skipped_and_counted(tiny_
     broken = load_dataset(dataset).splits["train"]["image"][5]
     (dataset / "images" / broken).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
 
-    stopped = run_train(*tiny_run_overrides(dataset, tmp_path / "error"))
+    # with worker processes, as by default: the worker's error is the same one line
+    stopped = run_train(*tiny_run_overrides(dataset, tmp_path / "error", "data.num_workers=2"))
     assert stopped.returncode == 2
     last = stopped.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {dataset / 'images' / broken}: cannot decode image")
+    assert "Traceback" not in stopped.stderr and "worker" not in stopped.stderr
 
     skipped = run_train(*tiny_run_overrides(dataset, tmp_path / "skip", "data.bad_images=skip"))
     assert skipped.returncode == 0, skipped.stderr[-3000:]

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import SPMLError
 from .format import (SPLITS, SPMLDataset, SplitArrays, apply_protocol, check_split_arrays, dataset_meta,
-                     split_features)
+                     refuse_empty_splits, split_features)
 from .protocol import PROTOCOL_SEED, observe_positives
 
 
@@ -49,6 +49,7 @@ def open_splits(path):
 
     if not path.is_dir():
         raise SPMLError(f"{path}: dataset directory not found")
+    refuse_empty_splits(path)
     try:
         saved = load_from_disk(str(path))
     except FileNotFoundError:

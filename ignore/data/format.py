@@ -179,6 +179,8 @@ def load_dataset(path, image_root=None):
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as error:
         raise SPMLError(f"{meta_path}: not valid JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise SPMLError(f"{meta_path}: expected a JSON object, got a {type(meta).__name__}")
     if meta.get("format") != "spml" or meta.get("version") != FORMAT_VERSION:
         raise SPMLError(
             f"{meta_path}: format {meta.get('format')!r} version {meta.get('version')!r}, "
@@ -187,6 +189,7 @@ def load_dataset(path, image_root=None):
     for key in ("class_names", "image_root", "source", "protocol"):
         if key not in meta:
             raise SPMLError(f"{meta_path}: missing key '{key}'")
+    refuse_empty_splits(path)
     dataset_dict = load_from_disk(str(path))
     num_classes = len(meta["class_names"])
     splits = {}
@@ -199,15 +202,43 @@ def load_dataset(path, image_root=None):
         for column in ("image", "labels", "observed"):
             if column not in split.column_names:
                 raise SPMLError(f"{path}: split '{name}' has no column '{column}'")
-        for column in ("labels", "observed"):
-            length = split.features[column].length
-            if length != num_classes:
-                raise SPMLError(
-                    f"{path}: split '{name}' column '{column}' has {length} classes, "
-                    f"{META_FILE} names {num_classes}"
-                )
+        for column, allowed in (("labels", (0, 1)), ("observed", (-1, 0, 1))):
+            check_label_column(split, column, allowed, num_classes, f"{path}: split '{name}'")
         splits[name] = split
     root = Path(image_root if image_root is not None else meta["image_root"])
     if not root.is_absolute():
         root = path / root
     return SPMLDataset(splits, meta, root)
+
+
+def refuse_empty_splits(path):
+    """A split saved without rows makes `load_from_disk` fail with an IndexError: name it instead."""
+    index = path / "dataset_dict.json"
+    if not index.is_file():
+        return  # a single Dataset, not split
+    for name in json.loads(index.read_text()).get("splits", []):
+        state = path / name / "state.json"
+        if state.is_file() and json.loads(state.read_text()).get("_data_files") == []:
+            raise SPMLError(f"{path}: split '{name}' is empty")
+
+
+def check_label_column(split, column, allowed, num_classes, where):
+    """Every row of a label column has num_classes values, all in `allowed`; else an SPMLError naming the row.
+
+    Read through Arrow, without a Python list per row: COCO's train split is 65k rows of 80.
+    """
+    import pyarrow.compute as pc
+
+    rows = split.data.column(column)
+    lengths = pc.fill_null(pc.list_value_length(rows), 0).to_numpy()
+    wrong_length = np.flatnonzero(lengths != num_classes)
+    if len(wrong_length):
+        row = wrong_length[0]
+        raise SPMLError(f"{where} row {row}: column '{column}' has {lengths[row]} values, "
+                        f"{META_FILE} names {num_classes} classes")
+    matrix = pc.list_flatten(rows).to_numpy(zero_copy_only=False).reshape(len(lengths), num_classes)
+    wrong_value = np.flatnonzero(~np.isin(matrix, allowed).all(axis=1))
+    if len(wrong_value):
+        row = wrong_value[0]
+        values = sorted(set(matrix[row][~np.isin(matrix[row], allowed)].tolist()))
+        raise SPMLError(f"{where} row {row}: column '{column}' holds {values}, only {allowed} are allowed")
