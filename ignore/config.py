@@ -49,6 +49,7 @@ class MethodConfig:
     avg_lambda: float = 0.999  # EMA decay of the per-class average-logit threshold
     threshold_bias_correction: bool = False  # divide both EMAs by 1 - decay^updates (they start at 0)
     lat: bool = True  # also require the logit to exceed the class's average logit
+    gap: str = "absolute"  # "absolute": |z_weak - z_masked| (the paper); "drop": z_weak - z_masked, a rise never flags
     weight_spbc: float = 0.1  # single-positive BCE on the weak logits
     weight_ign: float = 1.0  # assume-negative BCE on the strong logits, rejected entries excluded
     weight_reg: float = 0.5  # MSE between strong and weak logits

@@ -118,6 +118,18 @@ def test_without_lat_the_gap_alone_decides():
     assert int(output["counts"]["rejected"]) == 4
 
 
+def test_signed_drop_flags_only_logits_that_fall():
+    # drops z_weak - z_masked: [0.25, 0.5, 1.5], [1.0, 0.5, 0.5], all falls here; make image 1's
+    # class 0 rise instead by darkening its removed pixel: pixels [-4, 2], weak (-4 + 2) / 2 = -1,
+    # masked (0 + 2) / 2 = 1
+    step_batch = batch()
+    step_batch["weak"][1, 0, 0, 0] = -4.0
+    absolute = make_method(lat=False).step(ImageIsCAM(), step_batch, epoch=1)
+    signed = make_method(lat=False, gap="drop").step(ImageIsCAM(), step_batch, epoch=1)
+    # |4 - 6| = 2 > 0.3 flags it; a drop of -2 does not
+    assert int(absolute["counts"]["flagged"]) == 4 and int(signed["counts"]["flagged"]) == 3
+
+
 def test_during_warm_up_nothing_is_rejected_but_suspects_are_counted():
     output = make_method().step(ImageIsCAM(), batch(), epoch=0)
     weak = [[0.75, 1.0, 3.0], [2.0, 0.5, 2.5]]

@@ -18,6 +18,7 @@ from .rejection import REJECTIONS, rejected_entries
 from .thresholds import GapThresholds
 
 MASKED_BATCHNORM_MODES = ("batch", "eval")
+GAPS = ("absolute", "drop")
 MASK_FILLS = {"mean": None, "black": (0.0, 0.0, 0.0)}  # None: 0 after normalisation, the mean colour
 
 
@@ -55,7 +56,7 @@ class Ignore(Method):
     def __init__(self, config, num_classes, accelerator, rejection="gap", **context):
         super().__init__(config, num_classes, accelerator, **context)
         for key, allowed in (("masked_batchnorm", MASKED_BATCHNORM_MODES), ("cam_normalisation", CAM_NORMALISATIONS),
-                             ("mask_fill", tuple(MASK_FILLS))):
+                             ("mask_fill", tuple(MASK_FILLS)), ("gap", GAPS)):
             if getattr(config, key) not in allowed:
                 raise SPMLError(f"method.{key} must be one of {allowed}, got '{getattr(config, key)}'")
         assert rejection in REJECTIONS, rejection
@@ -79,14 +80,16 @@ class Ignore(Method):
         weak_logits = weak_output["logits"].float()
         strong_logits = strong_output["logits"].float()
         masked_logits = masked["logits"]
-        gap = (weak_logits.detach() - masked_logits).abs()
+        drop = weak_logits.detach() - masked_logits  # > 0: the logit falls once the image is masked
+        gap = drop.abs()
+        rule_gap = gap if config.gap == "absolute" else drop
         # warm-up included and before the loss, as in the paper's code
-        self.thresholds.update(gap, weak_logits.detach(), positive,
+        self.thresholds.update(rule_gap, weak_logits.detach(), positive,
                                lambda stats: self.accelerator.reduce(stats, reduction="sum"))
 
         above_average = weak_logits.detach() > self.thresholds.average()  # LAT
         unannotated = ~positive  # only unannotated labels can be false negatives
-        suspect = (gap > self.thresholds.gap()) & unannotated
+        suspect = (rule_gap > self.thresholds.gap()) & unannotated
         if config.lat:
             suspect &= above_average
         reject = rejected_entries(self.rejection, suspect, unannotated, batch, epoch, self.seed)
@@ -111,7 +114,7 @@ class Ignore(Method):
         # negative's logit should drop, not rise, once its object is masked out), and the
         # weak logit itself for comparison (does the gap know more than the logit?).
         detection = {"scores": {"gap": gap, "gap_lat": torch.where(above_average, gap, -1.0),
-                                "drop": weak_logits.detach() - masked_logits, "logit": weak_logits.detach()},
+                                "drop": drop, "logit": weak_logits.detach()},
                      "candidates": unannotated, "targets": true_fn}
         return {"loss": loss, "logits": weak_logits.detach(),
                 "parts": {name: value.detach() for name, value in parts.items()}, "counts": counts,
