@@ -1,5 +1,6 @@
 """Config: defaults <- YAML file <- dotted overrides, with one-line errors."""
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -176,3 +177,10 @@ def test_scaled_lr():
     assert scaled_lr(optim, 64) == pytest.approx(4e-3)
     assert scaled_lr(optim, 8) == pytest.approx(5e-4)
     assert scaled_lr(OptimConfig(lr=2e-4, reference_batch_size=32), 96) == pytest.approx(6e-4)
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+                         ids=lambda path: path.name)
+def test_every_recipe_in_configs_loads(recipe):
+    config = load_config(recipe)
+    assert config != Config()
