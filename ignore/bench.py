@@ -30,6 +30,7 @@ from .config import Config
 from .data.demo import ensure_demo_dataset
 from .data.format import load_dataset
 from .data.loading import build_loaders
+from .data.views import IMAGENET
 from .errors import exit_on_error
 from .losses.ignore import Ignore
 from .models.cam_model import CAMClassifier
@@ -142,7 +143,8 @@ def make_loader(args, variant, data):
         return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True)
     config = Config()
     config.data.image_size, config.data.num_workers = args.image_size, args.workers
-    train_loader, _, _ = build_loaders(data, config.data, ("weak", "strong"), args.batch_size, seed=0)
+    train_loader, _, _ = build_loaders(data, config.data, ("weak", "strong"), args.batch_size, seed=0,
+                                       normalisation=IMAGENET)
     return train_loader
 
 

@@ -50,7 +50,7 @@ def test_float_tiff_outside_0_1_spans_its_own_minimum_to_maximum(tmp_path):
 def test_inference_reads_a_16_bit_image_like_its_8_bit_original():
     torch.manual_seed(0)
     model = CAMClassifier("small_cnn", 3).eval()
-    model.export_info = {"image_size": 16}
+    model.export_info = {"image_size": 16, **model.normalisation}
     eight_bit = Image.fromarray(GREY)
     sixteen_bit = Image.fromarray(GREY.astype(np.uint16) * 257)
     assert sixteen_bit.mode == "I;16"
