@@ -146,6 +146,7 @@ def log_histograms(run, detection):
     writer = run.accelerator.get_tracker("tensorboard", unwrap=True)
     for name, groups in detection.items():
         for group, values in groups.items():
+            values = values[np.isfinite(values)]  # a gated-out label scores -inf
             if len(values):
                 writer.add_histogram(f"detection/{name}_{group}", values, run.progress.global_step)
 
@@ -155,7 +156,7 @@ def detection_line(train_summary):
     if "gap_auroc" not in train_summary:
         return ""
     return (f", gap AUROC {train_summary['gap_auroc']:.3f} (with LAT {train_summary['gap_lat_auroc']:.3f}, "
-            f"logit {train_summary['logit_auroc']:.3f})")
+            f"drop {train_summary['drop_auroc']:.3f}, logit {train_summary['logit_auroc']:.3f})")
 
 
 def test(run, test_loader, class_names, skipped, seconds, last_epoch):

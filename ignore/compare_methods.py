@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 DETECTION = ("fn_precision", "fn_recall", "rejected_fraction", "rejected_precision", "gap_auroc", "gap_lat_auroc",
-             "drop_auroc", "logit_auroc")
+             "absolute_gap_auroc", "drop_auroc", "logit_auroc")
 
 
 def run_all(methods, seeds, out, overrides):

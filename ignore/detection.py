@@ -22,7 +22,7 @@ def auroc(scores, targets):
     order = np.argsort(scores, kind="mergesort")
     sorted_scores = scores[order]
     # mid-ranks (1-based) of each run of equal scores
-    starts = np.r_[0, np.nonzero(np.diff(sorted_scores))[0] + 1]
+    starts = np.r_[0, np.nonzero(sorted_scores[1:] != sorted_scores[:-1])[0] + 1]  # -inf ties too
     ends = np.r_[starts[1:], len(scores)]
     ranks = np.empty(len(scores))
     ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
@@ -64,8 +64,10 @@ class DetectionCollector:
 
 
 def histogram(groups, bins=20):
-    """Counts of both groups over the same bins, for metrics.json."""
-    values = np.concatenate([groups["true_fn"], groups["true_negative"]])
+    """Counts of both groups over the same bins, for metrics.json; infinite scores (a label
+    that a gate ruled out) are left out."""
+    groups = {name: group[np.isfinite(group)] for name, group in groups.items()}
+    values = np.concatenate(list(groups.values()))
     if len(values) == 0:
         return {}
     edges = np.histogram_bin_edges(values, bins=bins)

@@ -43,5 +43,13 @@ def test_collector_keeps_only_candidates_over_the_steps_of_an_epoch():
     assert len(counts["edges"]) == 5 and sum(counts["true_fn"]) == (target & candidate).sum()
 
 
+def test_gated_out_labels_tie_at_minus_infinity_and_stay_out_of_histograms():
+    scores = np.array([2.0, -np.inf, -np.inf, 1.0, -np.inf])
+    targets = np.array([1, 1, 0, 0, 0])
+    assert auroc(scores, targets) == pytest.approx(roc_auc_score(targets, np.where(np.isinf(scores), -9, scores)))
+    counts = histogram({"true_fn": scores[targets == 1], "true_negative": scores[targets == 0]}, bins=2)
+    assert counts == {"edges": [1.0, 1.5, 2.0], "true_fn": [0, 1], "true_negative": [1, 0]}
+
+
 def test_an_epoch_without_detection_gives_nothing():
     assert DetectionCollector().summary(Accelerator(cpu=True)) == ({}, {})

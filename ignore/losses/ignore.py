@@ -109,12 +109,11 @@ class Ignore(Method):
         counts = {**detection_counts(suspect, batch), "rejected": reject.sum(),
                   "rejected_true_fn": (reject & true_fn).sum(),
                   "entries": torch.tensor(reject.numel(), device=reject.device)}
-        # The information gap as a score for false negatives among the unannotated labels:
-        # alone, gated by LAT (labels below their class average rank last), signed (a false
-        # negative's logit should drop, not rise, once its object is masked out), and the
-        # weak logit itself for comparison (does the gap know more than the logit?).
-        detection = {"scores": {"gap": gap, "gap_lat": torch.where(above_average, gap, -1.0),
-                                "drop": drop, "logit": weak_logits.detach()},
+        # Scores of the unannotated labels as false negatives: the rule's gap (method.gap) alone
+        # and gated by LAT (labels below their class average rank last), both gap definitions,
+        # and the weak logit itself for comparison (does the gap know more than the logit?).
+        detection = {"scores": {"gap": rule_gap, "gap_lat": torch.where(above_average, rule_gap, float("-inf")),
+                                "absolute_gap": gap, "drop": drop, "logit": weak_logits.detach()},
                      "candidates": unannotated, "targets": true_fn}
         return {"loss": loss, "logits": weak_logits.detach(),
                 "parts": {name: value.detach() for name, value in parts.items()}, "counts": counts,
