@@ -45,7 +45,7 @@ def test_run_writes_metrics_and_an_export_that_reproduces_the_test_scores(tiny_d
     for epoch in metrics["epochs"]:  # the detection diagnostics of every epoch
         assert set(epoch["train"]) >= {"gap_auroc", "gap_lat_auroc", "absolute_gap_auroc", "drop_auroc", "logit_auroc",
                                        "masked_area"}
-        assert epoch["train"]["gap_auroc"] == epoch["train"]["absolute_gap_auroc"]  # method.gap=absolute
+        assert epoch["train"]["gap_auroc"] == epoch["train"]["drop_auroc"]  # method.gap=drop
         assert 0 <= epoch["train"]["gap_auroc"] <= 1
         histogram = epoch["histograms"]["gap"]
         assert sum(histogram["true_fn"]) == epoch["train"]["false_negatives"]
