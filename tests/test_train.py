@@ -99,7 +99,7 @@ def test_resume_mid_epoch_and_worker_count_give_the_same_weights_and_thresholds(
 
     straight = final_state(straight_run)
     assert straight[0] == "step-000000008"
-    assert straight[2]["thresholds.gap_threshold"] > 0
+    assert straight[2]["thresholds.gap_threshold"] != 0  # it moved (the signed drop can average below 0)
     assert_same_state(final_state(tmp_path / "broken"), straight)
 
 
