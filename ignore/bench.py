@@ -140,7 +140,8 @@ def measure(args, variant, phase):
 def make_loader(args, variant, data):
     if variant == "reference":
         dataset = ReferenceDataset(data.splits["train"], data.image_root, args.image_size)
-        return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True)
+        return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True,
+                          pin_memory=torch.cuda.is_available())  # the authors pin memory
     config = Config()
     config.data.image_size, config.data.num_workers = args.image_size, args.workers
     train_loader, _, _ = build_loaders(data, config.data, ("weak", "strong"), args.batch_size, seed=0,
