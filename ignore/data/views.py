@@ -34,14 +34,18 @@ def strong_view(image_size, normalisation=IMAGENET):
     return transforms.Compose([transforms.RandAugment(num_ops=3, magnitude=5), weak_view(image_size, normalisation)])
 
 
+def mean_and_std(images, normalisation):
+    """The normalisation's mean and std as (3, 1, 1) tensors on the device and dtype of `images`."""
+    return (images.new_tensor(normalisation[key])[:, None, None] for key in ("mean", "std"))
+
+
 def pixel_to_normalised(images, normalisation, pixels):
     """The normalised value of a pixel colour (3,) in [0, 1], shaped to broadcast over `images`."""
-    mean, std = (images.new_tensor(normalisation[key])[:, None, None] for key in ("mean", "std"))
+    mean, std = mean_and_std(images, normalisation)
     return (images.new_tensor(pixels)[:, None, None] - mean) / std
 
 
 def denormalise(images, normalisation=IMAGENET):
     """Normalised (B, 3, H, W) back to [0, 1] pixels, for pictures."""
-    mean = images.new_tensor(normalisation["mean"])[:, None, None]
-    std = images.new_tensor(normalisation["std"])[:, None, None]
+    mean, std = mean_and_std(images, normalisation)
     return (images * std + mean).clamp(0, 1)

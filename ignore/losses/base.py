@@ -51,12 +51,17 @@ def observed_positive(batch):
     return batch["observed"] == 1
 
 
+def false_negatives(batch):
+    """(B, C) bool: the unannotated labels that the clean labels mark positive."""
+    return (batch["labels"] == 1) & ~observed_positive(batch)
+
+
 def detection_counts(flagged, batch):
     """How well `flagged` (unannotated entries a method suspects) finds the false negatives.
 
     Measured against the clean training labels, which no loss ever reads.
     """
-    unannotated_positive = (batch["labels"] == 1) & ~observed_positive(batch)
+    unannotated_positive = false_negatives(batch)
     return {
         "flagged": flagged.sum(),
         "flagged_true_fn": (flagged & unannotated_positive).sum(),

@@ -12,7 +12,7 @@ from torchvision.utils import make_grid
 
 from ..data.views import denormalise, pixel_to_normalised
 from ..errors import SPMLError
-from .base import DETECTION_RATIOS, Method, bce, detection_counts, masked_mean, observed_positive
+from .base import DETECTION_RATIOS, Method, bce, detection_counts, false_negatives, masked_mean, observed_positive
 from .masking import CAM_NORMALISATIONS, positive_cam, positive_region_mask
 from .rejection import REJECTIONS, rejected_entries
 from .thresholds import GapThresholds
@@ -105,7 +105,7 @@ class Ignore(Method):
             "gap_threshold": self.thresholds.gap(), "avg_threshold_mean": self.thresholds.average().mean(),
             "masked_area": masked["area"],
         }
-        true_fn = unannotated & (batch["labels"] == 1)  # diagnostics only
+        true_fn = false_negatives(batch)  # diagnostics only
         counts = {**detection_counts(suspect, batch), "rejected": reject.sum(),
                   "rejected_true_fn": (reject & true_fn).sum(),
                   "entries": torch.tensor(reject.numel(), device=reject.device)}

@@ -65,7 +65,11 @@ def build_trunk(name, pretrained="", output_stride=32):
     network = load_torchvision_network(name, weights, output_stride)
     if pretrained and weights is None:
         load_local_weights(network, pretrained)
-    mean, std = (tuple(weights.transforms().mean), tuple(weights.transforms().std)) if weights else (IMAGENET_MEAN, IMAGENET_STD)
+    if weights is not None:
+        preprocessing = weights.transforms()
+        mean, std = tuple(preprocessing.mean), tuple(preprocessing.std)
+    else:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
     if name == "mobilenet_v2":
         return Trunk(network.features, WIDTHS[name], mean, std)
     return Trunk(nn.Sequential(*list(network.children())[:-2]), WIDTHS[name], mean, std)  # drop avgpool, fc
@@ -86,16 +90,22 @@ def load_torchvision_network(name, weights, output_stride):
     if dilate_resnet and name != "resnet50":
         raise SPMLError(f"model.output_stride=16 needs dilated bottleneck blocks: use resnet50, not {name}")
     options = {"replace_stride_with_dilation": [False, False, True]} if dilate_resnet else {}
+    if weights is None:
+        return dilated(name, torchvision.models.get_model(name, weights=None, **options), output_stride)
+    cached = Path(hub.get_dir()) / "checkpoints" / Path(weights.url).name
     try:
         network = torchvision.models.get_model(name, weights=weights, **options)
     except (urllib.error.URLError, OSError) as error:
-        cached = Path(hub.get_dir()) / "checkpoints" / Path(weights.url).name
         raise SPMLError(f"model.pretrained: {name} {weights.name} weights are not in {cached} and could not be "
                         f"downloaded ({error}); copy the file there or set TORCH_HOME") from None
     except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        cached = Path(hub.get_dir()) / "checkpoints" / Path(weights.url).name
         raise SPMLError(f"{cached}: cannot read {name} {weights.name} weights ({type(error).__name__}); "
                         "delete it to download it again") from None
+    return dilated(name, network, output_stride)
+
+
+def dilated(name, network, output_stride):
+    """The network at `output_stride` (ResNets get it from torchvision's constructor)."""
     if name == "mobilenet_v2" and output_stride == 16:
         dilate_last_mobilenet_stage(network.features)
     return network
