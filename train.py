@@ -25,7 +25,7 @@ from ignore.engine import Run, evaluate, train_one_epoch
 from ignore.errors import SPMLError, exit_on_error
 from ignore.files import make_output_dir
 from ignore.losses.registry import build_method
-from ignore.models.cam_model import CAMClassifier
+from ignore.models.build import build_model, model_settings
 from ignore.optim import build_optimizer, build_scheduler
 from ignore.precision import resolve_mixed_precision
 
@@ -50,8 +50,7 @@ def main(argv=None):
     set_seed(config.train.seed)
     data = load_spml_data(config.data, accelerator)
     num_classes = len(data.class_names)
-    model = CAMClassifier(config.model.backbone, num_classes, config.model.pretrained, config.model.channels_last,
-                          config.model.output_stride)
+    model = build_model(config.model, num_classes)
     normalisation = model.normalisation
     method = build_method(config.method, num_classes, accelerator, seed=config.train.seed, normalisation=normalisation)
     train_loader, val_loader, test_loader = build_loaders(data, config.data, method.views, config.train.batch_size,
@@ -78,8 +77,8 @@ def main(argv=None):
     accelerator.init_trackers("tensorboard")
     accelerator.print(f"{len(train_loader.dataset)} train images, {num_classes} classes, method {config.method.name}, "
                       f"{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:g}")
-    export_info = {"class_names": data.class_names, "backbone": config.model.backbone,
-                   "output_stride": config.model.output_stride, "image_size": config.data.image_size,
+    export_info = {"class_names": data.class_names, "model": model_settings(config.model),
+                   "image_size": config.data.image_size,
                    **normalisation, "method": config.method.name, "source": data.meta["source"]}
     preview = send_to_device(preview_batch(data, config.data, normalisation), accelerator.device)
     started = time.time()

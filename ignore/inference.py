@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from .data.images import to_rgb
 from .data.views import eval_view
 from .errors import SPMLError
-from .models.cam_model import CAMClassifier
+from .models.build import build_model, model_config_from_export
 
 
 def load_exported(export_dir, device="cpu"):
@@ -24,7 +24,7 @@ def load_exported(export_dir, device="cpu"):
         if not (export_dir / name).is_file():
             raise SPMLError(f"{export_dir / name}: not found (an export holds model.safetensors and config.json)")
     info = json.loads((export_dir / "config.json").read_text())
-    model = CAMClassifier(info["backbone"], len(info["class_names"]), output_stride=info.get("output_stride", 32))
+    model = build_model(model_config_from_export(info), len(info["class_names"]))
     model.load_state_dict(load_file(str(export_dir / "model.safetensors")))
     model.class_names = info["class_names"]
     model.export_info = info

@@ -213,7 +213,7 @@ def test_pretrained_mobilenet_run_exports_a_model_that_reproduces_its_scores(tin
                        TORCH_HOME=str(torch_home))
     assert result.returncode == 0, result.stderr[-3000:]
     model = load_exported(tmp_path / "run" / "export")
-    assert model.export_info["output_stride"] == 16 and model.export_info["mean"] == [0.485, 0.456, 0.406]
+    assert model.export_info["model"]["output_stride"] == 16 and model.export_info["mean"] == [0.485, 0.456, 0.406]
     data = load_dataset(tiny_dataset)
     images = [Image.open(data.image_root / name) for name in data.splits["test"]["image"]]
     probabilities = predict_probabilities(model, images).numpy()
