@@ -26,6 +26,7 @@ from ignore.errors import SPMLError, exit_on_error
 from ignore.files import make_output_dir
 from ignore.losses.registry import build_method
 from ignore.models.build import build_model, model_settings
+from ignore.models.sync_batchnorm import synchronise_batchnorm
 from ignore.optim import build_optimizer, build_scheduler
 from ignore.precision import resolve_mixed_precision
 
@@ -51,6 +52,8 @@ def main(argv=None):
     data = load_spml_data(config.data, accelerator)
     num_classes = len(data.class_names)
     model = build_model(config.model, num_classes)
+    if config.model.sync_batchnorm and accelerator.num_processes > 1:
+        model = synchronise_batchnorm(model, accelerator.device)
     normalisation = model.normalisation
     method = build_method(config.method, num_classes, accelerator, seed=config.train.seed, normalisation=normalisation)
     train_loader, val_loader, test_loader = build_loaders(data, config.data, method.views, config.train.batch_size,
@@ -66,9 +69,10 @@ def main(argv=None):
     scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch * config.train.epochs)
     method.to(accelerator.device)
     run = Run(config, accelerator, model, method, optimizer, scheduler, Progress())
-    accelerator.register_for_checkpointing(scheduler, method, run.progress)
+    checkpointed = (scheduler, method, run.progress)
+    accelerator.register_for_checkpointing(*checkpointed)
 
-    resume_from = resolve_resume(config.train.resume, output_dir, accelerator.print)
+    resume_from = resolve_resume(config.train.resume, output_dir, accelerator.print, len(checkpointed))
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         accelerator.print(f"resumed from {resume_from}: epoch {run.progress.epoch}, step {run.progress.global_step}")

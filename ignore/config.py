@@ -36,6 +36,7 @@ class ModelConfig:
     output_stride: int = 32  # 16 dilates the last stage (resnet50, mobilenet_v2): a CAM twice as fine
     head_lr_multiplier: float = 10.0  # the 1x1 CAM head learns this much faster (SPEC 2.9)
     channels_last: bool = True  # NHWC weights and inputs: faster convolutions on GPUs and oneDNN CPUs
+    sync_batchnorm: bool = False  # BatchNorm statistics over all processes' batches: N processes normalise as 1 does
 
 
 @dataclass

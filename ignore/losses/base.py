@@ -1,4 +1,5 @@
 """What every method shares: the step interface and the logits-form loss pieces."""
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -42,9 +43,21 @@ def bce(logits, targets):
 
 
 def masked_mean(values, mask):
-    """Mean of `values` where `mask` holds; 0 (with a gradient path) when nothing is selected."""
+    """A loss: the mean of `values` where `mask` holds over the global batch of every process,
+    as this process's share; 0 (with a gradient path) when nothing is selected.
+
+    DDP averages the processes' gradients. A per-process mean would make that the mean of N
+    means, weighing an entry of a process with few selected entries (few rejected labels,
+    say) more than one process would. Each process's sum times N over the global count makes
+    the average the gradient of the global mean, as on one process. The count is
+    all-reduced without a gradient: one collective, no host sync.
+    """
     mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+    count = mask.sum().detach()
+    processes = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if processes > 1:
+        dist.all_reduce(count)
+    return (values * mask).sum() * processes / count.clamp(min=1.0)
 
 
 def observed_positive(batch):
