@@ -82,17 +82,18 @@ def require_finite(run, when):
         raise SPMLError(f"non-finite weights or statistics {when}: {', '.join(bad[:3])}{more}")
 
 
-def resolve_resume(resume, output_dir, say):
+def resolve_resume(resume, output_dir, say, custom_objects=0):
     """The checkpoint to resume from: None, the newest intact one in output_dir ('auto'), or a path.
 
-    `say` prints a line (on the main process) for each damaged checkpoint that 'auto' passes over.
+    `say` prints a line (on the main process) for each damaged checkpoint that 'auto' passes over;
+    `custom_objects`: how many objects the run registers for checkpointing (each a file).
     """
     if not resume:
         return None
     if resume == "auto":
         found = sorted((Path(output_dir) / CHECKPOINTS).glob("step-?????????"))
         for path in reversed(found):
-            damage = checkpoint_damage(path)
+            damage = checkpoint_damage(path, custom_objects)
             if damage is None:
                 return path
             say(f"checkpoint {path} is damaged ({damage}); trying the one before")
@@ -102,19 +103,20 @@ def resolve_resume(resume, output_dir, say):
     path = Path(resume)
     if not path.is_dir():
         raise SPMLError(f"train.resume: checkpoint directory {path} not found")
-    damage = checkpoint_damage(path)
+    damage = checkpoint_damage(path, custom_objects)
     if damage is not None:
         raise SPMLError(f"train.resume: checkpoint {path} is damaged ({damage})")
     return path
 
 
-def checkpoint_damage(path):
+def checkpoint_damage(path, custom_objects=0):
     """Why the checkpoint at `path` cannot be resumed (its first file that does not decode), or None.
 
     Each file is read the way Accelerate's load_state reads it, before load_state runs: a
     failure half way through load_state would leave a mix of two checkpoints in memory.
     """
-    for required in ("model.safetensors", "optimizer.bin"):
+    custom = [f"custom_checkpoint_{index}.pkl" for index in range(custom_objects)]
+    for required in ["model.safetensors", "optimizer.bin"] + custom:
         if not (path / required).is_file():
             return f"{required} is missing"
     for file in sorted(path.iterdir()):

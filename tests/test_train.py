@@ -135,7 +135,10 @@ def test_non_finite_statistics_stop_the_run_although_the_loss_is_finite(tiny_dat
 
 def damage(file, how):
     data = file.read_bytes()
-    file.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"not a checkpoint"}[how])
+    if how == "deleted":
+        file.unlink()
+    else:
+        file.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"not a checkpoint"}[how])
 
 
 def test_resume_auto_passes_over_a_damaged_checkpoint(tiny_dataset, straight_run, tmp_path):
@@ -158,6 +161,7 @@ def test_resume_auto_passes_over_a_damaged_checkpoint(tiny_dataset, straight_run
     ("custom_checkpoint_2.pkl", "garbage", "custom_checkpoint_2.pkl: invalid load key, 'n'."),
     ("optimizer.bin", "empty", "optimizer.bin: Ran out of input"),
     ("optimizer.bin", "truncated", "optimizer.bin: PytorchStreamReader failed reading zip archive"),
+    ("custom_checkpoint_1.pkl", "deleted", "custom_checkpoint_1.pkl is missing"),
 ])
 def test_resume_from_a_damaged_checkpoint_path_is_one_error_line(tiny_dataset, straight_run, tmp_path, file, how,
                                                                  reason):
@@ -165,14 +169,13 @@ def test_resume_from_a_damaged_checkpoint_path_is_one_error_line(tiny_dataset, s
     shutil.copytree(straight_run / "checkpoints" / checkpoint.name, checkpoint)
     damage(checkpoint / file, how)
     with pytest.raises(SPMLError) as error:
-        resolve_resume(str(checkpoint), tmp_path, print)
+        resolve_resume(str(checkpoint), tmp_path, print, custom_objects=3)
     assert str(error.value).startswith(f"train.resume: checkpoint {checkpoint} is damaged ({reason}")
     assert "\n" not in str(error.value)
-    if file == "optimizer.bin" and how == "empty":  # the same through train.py
+    if how in ("empty", "deleted"):  # the same through train.py
         result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "run", f"train.resume={checkpoint}"))
         assert result.returncode == 2
-        assert result.stderr.strip().splitlines()[-1] == (
-            f"error: train.resume: checkpoint {checkpoint} is damaged (optimizer.bin: Ran out of input)")
+        assert result.stderr.strip().splitlines()[-1] == f"error: train.resume: checkpoint {checkpoint} is damaged ({reason})"
 
 
 def test_resume_auto_with_every_checkpoint_damaged_is_one_error_line(straight_run, tmp_path):
