@@ -1,6 +1,9 @@
 """User-facing errors: one line that names the file, row or key, and a non-zero exit."""
 import functools
+import json
+import os
 import sys
+import time
 
 
 class SPMLError(Exception):
@@ -22,7 +25,15 @@ def exit_on_error(main):
         try:
             return main(*args, **kwargs)
         except SPMLError as error:
-            print(f"error: {own_message(error)}", file=sys.stderr)
+            line = f"error: {own_message(error)}"
+            print(line, file=sys.stderr)
+            tell_the_launcher(line)
+            sys.exit(EXIT_CODE)
+        except RuntimeError as error:
+            if not lost_a_peer(error):
+                raise
+            # the process that stopped first printed the cause; a traceback here would bury it
+            print("error: stopped because another process of the launch stopped", file=sys.stderr)
             sys.exit(EXIT_CODE)
 
     return wrapper
@@ -41,3 +52,23 @@ def own_message(error):
     if message.startswith(WORKER_PREFIX):
         message = message.rstrip().splitlines()[-1].split(f"{SPMLError.__name__}: ", 1)[1]
     return message
+
+
+def tell_the_launcher(line):
+    """Under torchrun (what `accelerate launch --multi_gpu` runs), write `line` where the
+    launcher reads a failed process's error, so that its failure summary names this line as
+    the root cause instead of a link to its documentation. The launcher still prints its
+    own traceback and exits 1: that part is not ours to change."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        with open(path, "w") as handle:
+            json.dump({"message": line, "timestamp": int(time.time())}, handle)
+
+
+def lost_a_peer(error):
+    """Whether `error` is a collective failing because another process of the launch exited."""
+    import torch.distributed as dist  # only here: the rest of this module is torch-free
+
+    text = str(error)
+    return (dist.is_available() and dist.is_initialized()
+            and ("closed by peer" in text or "reset by peer" in text))

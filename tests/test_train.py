@@ -191,10 +191,13 @@ def test_resume_auto_with_every_checkpoint_damaged_is_one_error_line(straight_ru
                     "trying the one before" for name in ("step-000000008", "step-000000004")]
 
 
+TWO_PROCESSES = (PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "train.py")
+
+
 def test_two_process_launch_keeps_thresholds_identical_on_every_rank(tiny_dataset, tmp_path):
-    launcher = (PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "train.py")
-    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "ddp", "train.batch_size=4"), launcher=launcher)
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "ddp", "train.batch_size=4"),
+                       launcher=TWO_PROCESSES)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2
@@ -301,3 +304,17 @@ def test_gradient_accumulation_from_accelerate_and_checkpoint_pruning(tiny_datas
     assert "global batch 16, lr 0.001" in result.stdout
     remaining = sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir())
     assert remaining == ["step-000000003", "step-000000004"]
+
+
+def test_a_bad_image_in_one_ranks_shard_is_one_line_and_the_launchers_root_cause(tiny_dataset, tmp_path):
+    dataset = tmp_path / "dataset"
+    shutil.copytree(tiny_dataset, dataset)
+    broken = dataset / "images" / load_dataset(dataset).splits["train"]["image"][5]
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    result = run_train(*tiny_run_overrides(dataset, tmp_path / "run"), launcher=TWO_PROCESSES)
+    line = f"error: {broken}: cannot decode image (Truncated File Read)"
+    assert result.returncode == 1  # the launcher's own code: torchrun exits 1 when a process fails
+    assert result.stderr.splitlines().count(line) == 1  # the rank's own line; the summary quotes it again
+    assert "[rank" not in result.stderr  # no rank's traceback: the other rank stops in one line too
+    root_cause = result.stderr.split("Root Cause (first observed failure):")[1]
+    assert "exitcode  : 2" in root_cause and f"traceback : {line}" in root_cause
