@@ -4,7 +4,10 @@
     python train.py                      # one process: IGNORE on the built-in demo data
 """
 import argparse
+import dataclasses
 import math
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from ignore.data.loading import build_loaders, load_spml_data, preview_batch
 from ignore.detection import histogram
 from ignore.engine import Run, evaluate, train_one_epoch
 from ignore.errors import SPMLError, exit_on_error
+from ignore.export import add_test_metrics
 from ignore.files import make_output_dir
 from ignore.losses.registry import build_method
 from ignore.models.build import build_model, model_settings
@@ -39,6 +43,7 @@ def parse_args(argv):
 
 @exit_on_error
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     config = load_config(args.config, args.overrides)
     output_dir = Path(config.train.output_dir)
@@ -79,7 +84,9 @@ def main(argv=None):
                       f"{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:g}")
     export_info = {"class_names": data.class_names, "model": model_settings(config.model),
                    "image_size": config.data.image_size,
-                   **normalisation, "method": config.method.name, "source": data.meta["source"]}
+                   **normalisation, "method": config.method.name, "source": data.meta["source"],
+                   "training": {"command": training_command(argv, accelerator.num_processes),
+                                "num_processes": accelerator.num_processes, "config": dataclasses.asdict(config)}}
     preview = send_to_device(preview_batch(data, config.data, normalisation), accelerator.device)
     started = time.time()
     last_epoch, skipped = fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview)
@@ -88,6 +95,12 @@ def main(argv=None):
     else:
         test(run, test_loader, data.class_names, skipped, time.time() - started, last_epoch)
     accelerator.end_training()
+
+
+def training_command(argv, num_processes):
+    """How this run was started, for the model card (the merged config goes beside it)."""
+    launcher = "python" if num_processes == 1 else f"accelerate launch --num_processes {num_processes}"
+    return f"{launcher} train.py {shlex.join(argv)}".rstrip()
 
 
 def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
@@ -173,6 +186,7 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
     if accelerator.is_main_process:
         write_json_atomic(output_dir / "metrics.json", summary)
         np.save(output_dir / "test_scores.npy", test_scores)
+        add_test_metrics(output_dir / EXPORT, test_metrics)
     accelerator.log({f"test/{name}": test_metrics[name] for name in ("mAP", "CF1", "OF1")},
                     step=run.progress.global_step)
     accelerator.print(results_table(class_names, test_metrics))
