@@ -29,6 +29,7 @@ from ignore.errors import SPMLError, exit_on_error
 from ignore.export import add_test_metrics
 from ignore.files import make_output_dir
 from ignore.losses.registry import build_method
+from ignore.metrics import results_table
 from ignore.models.build import build_model, model_settings
 from ignore.optim import build_optimizer, build_scheduler
 from ignore.precision import resolve_mixed_precision
@@ -189,16 +190,10 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
         add_test_metrics(output_dir / EXPORT, test_metrics)
     accelerator.log({f"test/{name}": test_metrics[name] for name in ("mAP", "CF1", "OF1")},
                     step=run.progress.global_step)
-    accelerator.print(results_table(class_names, test_metrics))
+    accelerator.print(results_table(class_names, test_metrics, "test"))
     accelerator.print(f"test (best epoch {run.progress.best_epoch}): mAP {test_metrics['mAP']:.2f}  "
                       f"CF1 {test_metrics['CF1']:.2f}  OF1 {test_metrics['OF1']:.2f}"
                       + (f"  ({skipped} unreadable training images skipped)" if skipped else ""))
-
-
-def results_table(class_names, metrics):
-    """Per-class test AP, a few classes a line."""
-    cells = [f"{name[:14]:>14} {ap:6.2f}" for name, ap in zip(class_names, metrics["per_class_AP"])]
-    return "\n".join(["test AP per class:"] + ["   ".join(cells[i:i + 4]) for i in range(0, len(cells), 4)])
 
 
 def thresholds_identical_across_ranks(run):
