@@ -102,24 +102,23 @@ def test_evaluate_under_a_two_process_launch_equals_one_process(finished_run, ti
                        "--out", str(tmp_path / "two.json"), "--batch-size", "3", "--num-workers", "0",
                        launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
-    one = run_train("--model", str(finished_run / "export"), "--data", str(tiny_dataset), "--split", "val",
-                    "--out", str(tmp_path / "one.json"), launcher=(PYTHON, "-m", "ignore.evaluate"))
-    assert one.returncode == 0, one.stderr[-3000:]
+    evaluate_main(["--model", str(finished_run / "export"), "--data", str(tiny_dataset), "--split", "val",
+                   "--out", str(tmp_path / "one.json"), "--num-workers", "0"])
     two, one = (json.loads((tmp_path / name).read_text()) for name in ("two.json", "one.json"))
     assert two["images"] == one["images"] == 8
     assert two["per_class_AP"] == pytest.approx(one["per_class_AP"], abs=1e-9)
     assert result.stdout.count("val (8 images)") == 1  # printed by the main process only
 
 
-def test_evaluate_refuses_a_dataset_with_other_classes(finished_run, tiny_dataset, tmp_path):
+def test_evaluate_refuses_a_dataset_with_other_classes(finished_run, tiny_dataset, tmp_path, capsys):
     dataset = tmp_path / "renamed"
     shutil.copytree(tiny_dataset, dataset)
     meta = json.loads((dataset / "spml_meta.json").read_text())
     meta["class_names"] = ["cat", "dog", "car", "bus"]
     (dataset / "spml_meta.json").write_text(json.dumps(meta))
-    result = run_train("--model", str(finished_run / "export"), "--data", str(dataset),
-                       launcher=(PYTHON, "-m", "ignore.evaluate"))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
+    with pytest.raises(SystemExit) as stop:
+        evaluate_main(["--model", str(finished_run / "export"), "--data", str(dataset)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: {dataset}: its classes ['cat', 'dog', 'car', 'bus'] are not the model's "
         "['class0', 'class1', 'class2', 'class3']")
