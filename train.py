@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ignore.checkpoint import (EXPORT, Progress, export_model, network, resolve_resume, save_checkpoint,
                                write_json_atomic)
-from ignore.config import load_config, save_config, scaled_lr
+from ignore.config import config_help, flattened, load_config, save_config, scaled_lr
 from ignore.cpu_threads import use_all_cores_if_launcher_chose_one
 from ignore.data.loading import build_loaders, load_spml_data, preview_batch
 from ignore.detection import histogram
@@ -33,10 +33,13 @@ from ignore.metrics import results_table
 from ignore.models.build import build_model, model_settings
 from ignore.optim import build_optimizer, build_scheduler
 from ignore.precision import resolve_mixed_precision
+from ignore.report import write_report
+from ignore.tracking import SCALARS, trackers
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, epilog=config_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="a YAML file of settings (see README)")
     parser.add_argument("overrides", nargs="*", help="dotted settings, e.g. method.warm_up=2 train.epochs=5")
     return parser.parse_intermixed_args(argv)  # --config before, between or after the overrides
@@ -49,7 +52,7 @@ def main(argv=None):
     config = load_config(args.config, args.overrides)
     output_dir = Path(config.train.output_dir)
     make_output_dir(output_dir)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with="tensorboard",
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=trackers(config.train.tracker, output_dir),
                               mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
                               project_dir=str(output_dir), step_scheduler_with_optimizer=False)
     use_all_cores_if_launcher_chose_one(accelerator)
@@ -80,7 +83,10 @@ def main(argv=None):
         accelerator.print(f"resumed from {resume_from}: epoch {run.progress.epoch}, step {run.progress.global_step}")
     if accelerator.is_main_process:
         save_config(config, output_dir / "config.yaml")
-    accelerator.init_trackers("tensorboard")
+        if resume_from is None:
+            (output_dir / SCALARS).unlink(missing_ok=True)  # a fresh run's log starts empty
+    accelerator.init_trackers("tensorboard" if config.train.tracker == "tensorboard" else output_dir.name,
+                              config=flattened(config))
     accelerator.print(f"{len(train_loader.dataset)} train images, {num_classes} classes, method {config.method.name}, "
                       f"{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:g}")
     export_info = {"class_names": data.class_names, "model": model_settings(config.model),
@@ -95,6 +101,8 @@ def main(argv=None):
         accelerator.print(f"stopped at step {run.progress.global_step} before the first evaluation; no test run")
     else:
         test(run, test_loader, data.class_names, skipped, time.time() - started, last_epoch)
+        if accelerator.is_main_process:  # the best epoch's weights, which test() loaded
+            write_report(output_dir, data.class_names, run.method.pictures(run.model, preview))
     accelerator.end_training()
 
 
@@ -144,7 +152,7 @@ def reached_max_steps(run):
 
 
 def log_pictures(run, preview):
-    if not run.accelerator.is_main_process:
+    if not run.accelerator.is_main_process or run.config.train.tracker != "tensorboard":
         return
     pictures = run.method.pictures(run.model, preview)
     if pictures:
@@ -154,7 +162,7 @@ def log_pictures(run, preview):
 
 def log_histograms(run, detection):
     """Scores of the true false negatives and of the true negatives, one histogram each."""
-    if not run.accelerator.is_main_process or not detection:
+    if not run.accelerator.is_main_process or not detection or run.config.train.tracker != "tensorboard":
         return
     writer = run.accelerator.get_tracker("tensorboard", unwrap=True)
     for name, groups in detection.items():

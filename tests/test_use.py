@@ -122,3 +122,75 @@ def test_evaluate_refuses_a_dataset_with_other_classes(finished_run, tiny_datase
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: {dataset}: its classes ['cat', 'dog', 'car', 'bus'] are not the model's "
         "['class0', 'class1', 'class2', 'class3']")
+
+
+def test_the_report_holds_the_runs_numbers_and_its_bars_are_the_test_ap(finished_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ignore.report import BAR_AXES, DPI, bar_figure_size
+    from ignore.tracking import read_scalars
+
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    report = (finished_run / "report.md").read_text()
+    test = metrics["test"]
+    assert f"| {test['mAP']:.2f} | {test['CF1']:.2f} | {test['OF1']:.2f} |" in report
+    for epoch in metrics["epochs"]:
+        assert f"| {epoch['epoch']} | {epoch['val_mAP']:.2f} |" in report
+    for index, ap in enumerate(test["per_class_AP"]):
+        assert f"| class{index} | {ap:.2f} |" in report
+
+    # scalars.jsonl, which the report reads, holds what TensorBoard got: 8 steps, 2 validations
+    scalars = read_scalars(finished_run)
+    events = EventAccumulator(str(finished_run / "tensorboard")).Reload()
+    for name in ("train/loss", "train/gap_threshold", "train/rejected_fraction", "val/mAP"):
+        logged = [(event.step, event.value) for event in events.Scalars(name)]
+        assert [step for step, _ in logged] == [step for step, _ in scalars[name]]
+        np.testing.assert_allclose([value for _, value in logged], [value for _, value in scalars[name]], rtol=1e-6)
+        assert f"| {name.removeprefix('train/')} | {scalars[name][-1][1]:.4f} |" in report or name == "val/mAP"
+    assert [step for step, _ in scalars["train/loss"]] == list(range(1, 9))
+    assert [value for _, value in scalars["val/mAP"]] == pytest.approx([epoch["val_mAP"] for epoch in metrics["epochs"]])
+
+    pictures = {"val_map.png": (800, 300), "losses.png": (800, 300), "thresholds.png": (800, 600),
+                "per_class_ap.png": (800, 400)}
+    for name, size in pictures.items():
+        with Image.open(finished_run / "report" / name) as image:
+            assert image.size == size, name
+        assert f"(report/{name})" in report
+    with Image.open(finished_run / "report" / "ignore_image_cam_masked.png") as grid:
+        assert grid.size == (3 * 32 + 4 * 2, 8 * 32 + 9 * 2)  # 8 validation images, 3 panels each, 2 px padding
+    # each bar's height in pixels, read back from the PNG, is its class's test AP (axes 0-100 at BAR_AXES)
+    with Image.open(finished_run / "report" / "per_class_ap.png") as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    width, height = (inches * DPI for inches in bar_figure_size(4))
+    left, bottom, axes_width, axes_height = BAR_AXES
+    blue = np.all(np.abs(pixels - [0x1F, 0x77, 0xB4]) <= 2, axis=2)
+    for index, ap in enumerate(test["per_class_AP"]):
+        column = int((left + axes_width * (index + 0.5) / 4) * width)
+        rows = np.flatnonzero(blue[:, column])
+        bar_top = (height - rows.min()) if len(rows) else height * bottom
+        measured = (bar_top - height * bottom) / (height * axes_height) * 100
+        assert measured == pytest.approx(ap, abs=1.0), index
+
+
+def test_another_tracker_or_none_leaves_the_report_and_a_bad_one_is_one_line(tiny_dataset, tmp_path):
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "run", "train.tracker=none", "train.epochs=1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "run" / "tensorboard").exists()
+    assert (tmp_path / "run" / "report" / "ignore_image_cam_masked.png").is_file()
+    assert "| 0 |" in (tmp_path / "run" / "report.md").read_text()
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "bad", "train.tracker=papyrus"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: train.tracker 'papyrus' is not one of ['none', 'aim', 'tensorboard', 'wandb', 'trackio', 'comet_ml', "
+        "'mlflow', 'clearml', 'dvclive', 'swanlab']")
+
+
+def test_the_merged_config_is_logged_as_hyperparameters(finished_run):
+    import yaml
+
+    from ignore.config import valid_keys
+
+    (hparams,) = (finished_run / "tensorboard").glob("*/hparams.yml")
+    logged = yaml.safe_load(hparams.read_text())
+    assert logged["method.warm_up"] == 1 and logged["data.image_size"] == 32 and logged["train.tracker"] == "tensorboard"
+    assert set(logged) == set(valid_keys())
