@@ -1,5 +1,6 @@
 """Using a finished run: predict and evaluate with its export, against the run's own test scores and metrics."""
 import csv
+import importlib.util
 import json
 import shutil
 
@@ -8,8 +9,10 @@ import pytest
 from PIL import Image
 
 from ignore.data.format import load_dataset
+from ignore.errors import SPMLError
 from ignore.evaluate import main as evaluate_main
 from ignore.predict import main as predict_main
+from ignore.tracking import trackers
 from test_train import PYTHON, run_train, tiny_run_overrides
 
 
@@ -178,11 +181,13 @@ def test_another_tracker_or_none_leaves_the_report_and_a_bad_one_is_one_line(tin
     assert not (tmp_path / "run" / "tensorboard").exists()
     assert (tmp_path / "run" / "report" / "ignore_image_cam_masked.png").is_file()
     assert "| 0 |" in (tmp_path / "run" / "report.md").read_text()
-    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "bad", "train.tracker=papyrus"))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: train.tracker 'papyrus' is not one of ['none', 'aim', 'tensorboard', 'wandb', 'trackio', 'comet_ml', "
-        "'mlflow', 'clearml', 'dvclive', 'swanlab']")
+    with pytest.raises(SPMLError) as error:
+        trackers("papyrus", tmp_path)
+    assert str(error.value) == ("train.tracker 'papyrus' is not one of ['none', 'aim', 'tensorboard', 'wandb', "
+                                "'trackio', 'comet_ml', 'mlflow', 'clearml', 'dvclive', 'swanlab']")
+    if importlib.util.find_spec("wandb") is None:
+        with pytest.raises(SPMLError, match=r"^train.tracker=wandb: the wandb package is not installed"):
+            trackers("wandb", tmp_path)
 
 
 def test_the_merged_config_is_logged_as_hyperparameters(finished_run):
