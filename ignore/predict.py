@@ -4,7 +4,7 @@
                              [--out preds.csv | preds.jsonl] [--batch-size 64] [--num-workers 2]
 
 Folders are searched recursively for files with an image extension PIL knows; a file named on
-the command line is always tried. The device is Accelerate's (a GPU when there is one). An
+the command line is always tried. One process, on Accelerate's device (a GPU when there is one). An
 unreadable image is named on stderr and counted, the rest are predicted (exit 0); when none
 could be read, the exit code is 2. Without --out, one line per image goes to stdout.
 """

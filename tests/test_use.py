@@ -199,3 +199,13 @@ def test_the_merged_config_is_logged_as_hyperparameters(finished_run):
     logged = yaml.safe_load(hparams.read_text())
     assert logged["method.warm_up"] == 1 and logged["data.image_size"] == 32 and logged["train.tracker"] == "tensorboard"
     assert set(logged) == set(valid_keys())
+
+
+def test_the_exports_card_and_config_name_the_runs_metrics_and_command(finished_run, tiny_dataset):
+    test = json.loads((finished_run / "metrics.json").read_text())["test"]
+    card = (finished_run / "export" / "README.md").read_text()
+    assert f"| test | {test['mAP']:.2f} | {test['CF1']:.2f} | {test['OF1']:.2f} |" in card
+    assert f"python train.py data.path={tiny_dataset} data.image_size=32" in card
+    config = json.loads((finished_run / "export" / "config.json").read_text())
+    assert config["test"]["per_class_AP"] == test["per_class_AP"] and config["export_version"] == 2
+    assert config["training"]["config"]["method"]["warm_up"] == 1
