@@ -102,13 +102,12 @@ def renamed_from_positions(state, network):
     names = [name for name, _ in trunk.named_children()]
     renamed = {}
     for key, tensor in state.items():
-        head, dot, rest = key.partition(".")
-        if head == "trunk" and len(names) == 1:  # MobileNetV2: the trunk was torchvision's `features`
-            key = f"trunk.{names[0]}.{rest}"
-        elif head == "trunk" and rest.split(".")[0].isdigit() and int(rest.split(".")[0]) < len(names):
-            position, _, inner = rest.partition(".")
-            key = f"trunk.{names[int(position)]}.{inner}"
-        renamed[key] = tensor
+        parts = key.split(".")
+        if parts[0] == "trunk" and len(names) == 1:  # MobileNetV2: the trunk was torchvision's `features`
+            parts.insert(1, names[0])
+        elif parts[0] == "trunk" and parts[1].isdigit() and int(parts[1]) < len(names):
+            parts[1] = names[int(parts[1])]
+        renamed[".".join(parts)] = tensor
     return renamed
 
 
