@@ -4,7 +4,10 @@
     python train.py                      # one process: IGNORE on the built-in demo data
 """
 import argparse
+import dataclasses
 import math
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -17,22 +20,27 @@ from tqdm.auto import tqdm
 
 from ignore.checkpoint import (EXPORT, Progress, export_model, network, resolve_resume, save_checkpoint,
                                write_json_atomic)
-from ignore.config import load_config, save_config, scaled_lr
+from ignore.config import config_help, flattened, load_config, save_config, scaled_lr
 from ignore.cpu_threads import use_all_cores_if_launcher_chose_one
 from ignore.data.loading import build_loaders, load_spml_data, preview_batch
 from ignore.detection import histogram
 from ignore.engine import Run, evaluate, train_one_epoch
 from ignore.errors import SPMLError, exit_on_error
+from ignore.export import add_test_metrics
 from ignore.files import make_output_dir
 from ignore.losses.registry import build_method
+from ignore.metrics import results_table
 from ignore.models.build import build_model, model_settings
 from ignore.models.sync_batchnorm import synchronise_batchnorm
 from ignore.optim import build_optimizer, build_scheduler
 from ignore.precision import resolve_mixed_precision
+from ignore.report import write_report
+from ignore.tracking import SCALARS, trackers
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, epilog=config_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="a YAML file of settings (see README)")
     parser.add_argument("overrides", nargs="*", help="dotted settings, e.g. method.warm_up=2 train.epochs=5")
     return parser.parse_intermixed_args(argv)  # --config before, between or after the overrides
@@ -40,11 +48,12 @@ def parse_args(argv):
 
 @exit_on_error
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     config = load_config(args.config, args.overrides)
     output_dir = Path(config.train.output_dir)
     make_output_dir(output_dir)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with="tensorboard",
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=trackers(config.train.tracker, output_dir),
                               mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
                               project_dir=str(output_dir), step_scheduler_with_optimizer=False)
     use_all_cores_if_launcher_chose_one(accelerator)
@@ -78,12 +87,17 @@ def main(argv=None):
         accelerator.print(f"resumed from {resume_from}: epoch {run.progress.epoch}, step {run.progress.global_step}")
     if accelerator.is_main_process:
         save_config(config, output_dir / "config.yaml")
-    accelerator.init_trackers("tensorboard")
+        if resume_from is None:
+            (output_dir / SCALARS).unlink(missing_ok=True)  # a fresh run's log starts empty
+    accelerator.init_trackers("tensorboard" if config.train.tracker == "tensorboard" else output_dir.name,
+                              config=flattened(config))
     accelerator.print(f"{len(train_loader.dataset)} train images, {num_classes} classes, method {config.method.name}, "
                       f"{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:g}")
     export_info = {"class_names": data.class_names, "model": model_settings(config.model),
                    "image_size": config.data.image_size,
-                   **normalisation, "method": config.method.name, "source": data.meta["source"]}
+                   **normalisation, "method": config.method.name, "source": data.meta["source"],
+                   "training": {"command": training_command(argv, accelerator.num_processes),
+                                "num_processes": accelerator.num_processes, "config": dataclasses.asdict(config)}}
     preview = send_to_device(preview_batch(data, config.data, normalisation), accelerator.device)
     started = time.time()
     last_epoch, skipped = fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview)
@@ -91,7 +105,15 @@ def main(argv=None):
         accelerator.print(f"stopped at step {run.progress.global_step} before the first evaluation; no test run")
     else:
         test(run, test_loader, data.class_names, skipped, time.time() - started, last_epoch)
+        if accelerator.is_main_process:  # the best epoch's weights, which test() loaded
+            write_report(output_dir, data.class_names, run.method.pictures(run.model, preview))
     accelerator.end_training()
+
+
+def training_command(argv, num_processes):
+    """How this run was started, for the model card (the merged config goes beside it)."""
+    launcher = "python" if num_processes == 1 else f"accelerate launch --num_processes {num_processes}"
+    return f"{launcher} train.py {shlex.join(argv)}".rstrip()
 
 
 def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
@@ -134,7 +156,7 @@ def reached_max_steps(run):
 
 
 def log_pictures(run, preview):
-    if not run.accelerator.is_main_process:
+    if not run.accelerator.is_main_process or run.config.train.tracker != "tensorboard":
         return
     pictures = run.method.pictures(run.model, preview)
     if pictures:
@@ -144,7 +166,7 @@ def log_pictures(run, preview):
 
 def log_histograms(run, detection):
     """Scores of the true false negatives and of the true negatives, one histogram each."""
-    if not run.accelerator.is_main_process or not detection:
+    if not run.accelerator.is_main_process or not detection or run.config.train.tracker != "tensorboard":
         return
     writer = run.accelerator.get_tracker("tensorboard", unwrap=True)
     for name, groups in detection.items():
@@ -177,18 +199,13 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
     if accelerator.is_main_process:
         write_json_atomic(output_dir / "metrics.json", summary)
         np.save(output_dir / "test_scores.npy", test_scores)
+        add_test_metrics(output_dir / EXPORT, test_metrics)
     accelerator.log({f"test/{name}": test_metrics[name] for name in ("mAP", "CF1", "OF1")},
                     step=run.progress.global_step)
-    accelerator.print(results_table(class_names, test_metrics))
+    accelerator.print(results_table(class_names, test_metrics, "test"))
     accelerator.print(f"test (best epoch {run.progress.best_epoch}): mAP {test_metrics['mAP']:.2f}  "
                       f"CF1 {test_metrics['CF1']:.2f}  OF1 {test_metrics['OF1']:.2f}"
                       + (f"  ({skipped} unreadable training images skipped)" if skipped else ""))
-
-
-def results_table(class_names, metrics):
-    """Per-class test AP, a few classes a line."""
-    cells = [f"{name[:14]:>14} {ap:6.2f}" for name, ap in zip(class_names, metrics["per_class_AP"])]
-    return "\n".join(["test AP per class:"] + ["   ".join(cells[i:i + 4]) for i in range(0, len(cells), 4)])
 
 
 def thresholds_identical_across_ranks(run):

@@ -7,14 +7,12 @@ Rows: image ids with at least one annotation, sorted as strings. Class index: po
 `categories`. Official train -> our train + val, official val -> our test.
 """
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ignore.data.converter_cli import convert, converter_parser  # noqa: E402
-from ignore.errors import SPMLError, exit_on_error  # noqa: E402
+from ignore.data.converter_cli import convert, converter_parser
+from ignore.errors import SPMLError, exit_on_error
 
 
 def instances_path(root, split):

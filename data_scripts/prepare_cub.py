@@ -7,15 +7,12 @@ order within each phase; official train (is_training 1) -> our train+val, the re
 
     python data_scripts/prepare_cub.py --root /data/CUB_200_2011 --out data/cub
 """
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ignore.data.converter_cli import convert, converter_parser  # noqa: E402
-from ignore.errors import SPMLError, exit_on_error  # noqa: E402
+from ignore.data.converter_cli import convert, converter_parser
+from ignore.errors import SPMLError, exit_on_error
 
 # certainty_id and time are not used, only required to be there: one byte of each is kept.
 LABEL_COLUMNS = [("image_id", np.int64), ("attribute_id", np.int64), ("is_present", np.int64),

@@ -6,14 +6,11 @@ Needs no download: the canvases are drawn from the digits that ship with scikit-
 Without --out the dataset lives under $SPML_CACHE (default ~/.cache/spml).
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ignore.data.demo import demo_statistics, ensure_demo_dataset  # noqa: E402
-from ignore.errors import exit_on_error  # noqa: E402
+from ignore.data.demo import demo_statistics, ensure_demo_dataset
+from ignore.errors import exit_on_error
 
 
 @exit_on_error

@@ -8,14 +8,10 @@ kept, as rows that stay unobserved; the metadata counts them (images_without_pos
 
     python data_scripts/prepare_nuswide.py --root /data/NUS-WIDE --out data/nuswide
 """
-import sys
-from pathlib import Path
-
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ignore.data.converter_cli import convert, converter_parser  # noqa: E402
-from ignore.errors import SPMLError, exit_on_error  # noqa: E402
+from ignore.data.converter_cli import convert, converter_parser
+from ignore.errors import SPMLError, exit_on_error
 
 PHASES = ("Train", "Test")
 LISTED_MISSING = 5

@@ -6,14 +6,12 @@ Rows: images with at least one positive, sorted by "<id>.jpg". Official train ->
 train + val, official val -> our test.
 """
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ignore.data.converter_cli import convert, converter_parser  # noqa: E402
-from ignore.errors import SPMLError, exit_on_error  # noqa: E402
+from ignore.data.converter_cli import convert, converter_parser
+from ignore.errors import SPMLError, exit_on_error
 
 CLASS_NAMES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .errors import SPMLError
+from .export import write_export
 from .files import write_text_atomic
 
 CHECKPOINTS = "checkpoints"
@@ -63,7 +64,7 @@ def save_checkpoint(run):
 
 def network(accelerator, model):
     """The model without the DDP and torch.compile wrappers, whose state dict has the plain
-    names (`trunk.0.weight`, never `module.` or `_orig_mod.`) that an export holds."""
+    names (`trunk.layer1.0.conv1.weight`, never `module.` or `_orig_mod.`) that an export holds."""
     return accelerator.unwrap_model(model, keep_torch_compile=False)
 
 
@@ -131,19 +132,9 @@ def checkpoint_damage(path, custom_objects=0):
 
 
 def export_model(accelerator, model, export_info, output_dir):
-    """Weights (safetensors) + config.json, what inference needs; written atomically."""
-    if not accelerator.is_main_process:
-        return
-    target = Path(output_dir) / EXPORT
-    partial = target.with_name(EXPORT + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    state = {name: tensor.detach().cpu().contiguous()
-             for name, tensor in network(accelerator, model).state_dict().items()}
-    save_file(state, str(partial / "model.safetensors"))
-    (partial / "config.json").write_text(json.dumps(export_info, indent=2) + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(partial, target)
+    """The network's weights, the config and a model card in output_dir/export (ignore/export.py)."""
+    if accelerator.is_main_process:
+        write_export(Path(output_dir) / EXPORT, network(accelerator, model), export_info)
 
 
 def write_json_atomic(path, payload):

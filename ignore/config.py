@@ -6,6 +6,7 @@ Every key below is read somewhere; unknown keys are rejected.
 """
 import dataclasses
 import math
+import textwrap
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,73 +17,97 @@ from .errors import SPMLError
 from .files import write_text_atomic
 
 
+def setting(default, meaning):
+    """A config key: its default and its meaning, the one place `train.py --help` reads both from."""
+    return field(default=default, metadata={"help": meaning})
+
+
 @dataclass
 class DataConfig:
-    path: str = ""  # a dataset in our format; empty = the built-in demo dataset
-    image_root: str = ""  # overrides the image root stored in the dataset
-    image_size: int = 64
-    num_workers: int = 2
-    bad_images: str = "error"  # "error" stops on an unreadable image; "skip" logs and counts it
-    demo_seed: int = 0  # seed of the built-in demo dataset
-    train_subset: int = 0  # use only the first N training rows (0 = all): quick checks
-    image_column: str = ""  # bring your own HF dataset: its image column (see README)
-    label_column: str = ""  # bring your own HF dataset: its multi-label column
+    path: str = setting("", "a dataset in our format (README, Datasets); empty = the built-in demo dataset")
+    image_root: str = setting("", "overrides the image root stored in the dataset")
+    image_size: int = setting(64, "square side of the training and evaluation images (paper: 448)")
+    num_workers: int = setting(2, "DataLoader worker processes per process (persistent)")
+    bad_images: str = setting("error", "an unreadable training image: 'error' stops the run; 'skip' logs it, leaves "
+                                       "it out of its batch and counts it in metrics.json")
+    demo_seed: int = setting(0, "seed of the built-in demo dataset")
+    train_subset: int = setting(0, "train on the first N rows only (0 = all): quick checks")
+    image_column: str = setting("", "bring your own HuggingFace dataset: its image column (README)")
+    label_column: str = setting("", "bring your own HuggingFace dataset: its multi-label column")
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "small_cnn"  # resnet18 | resnet34 | resnet50 | mobilenet_v2 | small_cnn (demo-sized, from scratch)
-    pretrained: str = ""  # "" | imagenet | a torchvision weights name (IMAGENET1K_V2) | a local state-dict file
-    output_stride: int = 32  # 16 dilates the last stage (resnet50, mobilenet_v2): a CAM twice as fine
-    head_lr_multiplier: float = 10.0  # the 1x1 CAM head learns this much faster (SPEC 2.9)
-    channels_last: bool = True  # NHWC weights and inputs: faster convolutions on GPUs and oneDNN CPUs
-    sync_batchnorm: bool = False  # BatchNorm statistics over all processes' batches: N processes normalise as 1 does
+    backbone: str = setting("small_cnn", "resnet18 | resnet34 | resnet50 | mobilenet_v2 (torchvision) | small_cnn "
+                                         "(5 conv layers, stride 8: learns the demo from scratch on a CPU)")
+    pretrained: str = setting("", "'' | imagenet (torchvision's IMAGENET1K_V1) | another torchvision weights name "
+                                  "(IMAGENET1K_V2, DEFAULT) | a local state-dict file, .pth or .safetensors")
+    output_stride: int = setting(32, "16 dilates the last stage (resnet50, mobilenet_v2): a CAM twice as fine")
+    head_lr_multiplier: float = setting(10.0, "the 1x1 CAM head's learning rate relative to the trunk (SPEC 2.9)")
+    channels_last: bool = setting(True, "NHWC weights and inputs: faster convolutions on GPUs and oneDNN CPUs")
+    sync_batchnorm: bool = setting(False, "BatchNorm statistics over every process's batch: N processes "
+                                          "normalise as one does (torch's SyncBatchNorm on GPUs, ours on CPUs)")
 
 
 @dataclass
 class MethodConfig:
-    name: str = "ignore"  # a name in ignore/losses/registry.py
-    warm_up: int = 3  # epochs before any loss is rejected
+    name: str = setting("ignore", "a method of ignore/losses/registry.py: ignore, an, full, never_reject, "
+                                  "random_reject, oracle_reject")
+    warm_up: int = setting(3, "epochs before IGNORE rejects anything")
     # 0.5 and the signed drop: measured against the paper's 0.8 and |gap| (README, Results)
-    cam_threshold: float = 0.5  # the masked image keeps pixels whose normalised CAM exceeds this
-    cam_normalisation: str = "image"  # "image": min-max over each map's own pixels; "authors": across the batch
-    mask_fill: str = "mean"  # removed pixels: "mean" (0 after normalisation, the authors') | "black"
-    gap_lambda: float = 0.999  # EMA decay of the gap threshold
-    avg_lambda: float = 0.999  # EMA decay of the per-class average-logit threshold
-    threshold_bias_correction: bool = False  # divide both EMAs by 1 - decay^updates (they start at 0)
-    lat: bool = True  # also require the logit to exceed the class's average logit
-    gap: str = "drop"  # "drop": z_weak - z_masked, a rise never flags; "absolute": |z_weak - z_masked| (the paper)
-    weight_spbc: float = 0.1  # single-positive BCE on the weak logits
-    weight_ign: float = 1.0  # assume-negative BCE on the strong logits, rejected entries excluded
-    weight_reg: float = 0.5  # MSE between strong and weak logits
+    cam_threshold: float = setting(0.5, "the masked image keeps the pixels whose normalised CAM exceeds this "
+                                        "(paper: 0.8)")
+    cam_normalisation: str = setting("image", "'image': min-max over each map's own pixels; 'authors': the "
+                                              "authors' rule across the batch (SPEC 2, defect 1)")
+    mask_fill: str = setting("mean", "what replaces the removed pixels: 'mean' (0 after normalisation, the "
+                                     "authors') | 'black'")
+    gap_lambda: float = setting(0.999, "EMA decay of the gap threshold (starts at 0)")
+    avg_lambda: float = setting(0.999, "EMA decay of the per-class average-logit threshold (starts at 0)")
+    threshold_bias_correction: bool = setting(False, "divide both EMA thresholds by 1 - decay^updates "
+                                                     "(they start at 0)")
+    lat: bool = setting(True, "also require the weak logit to exceed its class's average logit (LAT)")
+    gap: str = setting("drop", "'drop': z_weak - z_masked, a rise never flags a label; 'absolute': "
+                               "|z_weak - z_masked| (the paper)")
+    weight_spbc: float = setting(0.1, "weight of the single-positive BCE on the weak logits")
+    weight_ign: float = setting(1.0, "weight of the assume-negative BCE on the strong logits, rejected entries "
+                                     "excluded")
+    weight_reg: float = setting(0.5, "weight of the MSE between strong and weak logits")
     # The paper trains L_ign on a RandAugment view. Within the demo's 8 epochs that view costs
     # most of IGNORE's gain (README, Results), so the demo default is off; the paper recipe turns it on.
-    strong_view: bool = False  # off: the weak logits stand in for the strong ones, no L_reg
-    masked_batchnorm: str = "batch"  # "batch": own batch statistics, running ones untouched; "eval"
-    batched_views: bool = False  # weak and strong in ONE forward: faster, BatchNorm statistics shared by both
+    strong_view: bool = setting(False, "on (paper): L_ign and L_reg use a RandAugment view; off: the weak logits "
+                                       "stand in for the strong ones and L_reg is 0")
+    masked_batchnorm: str = setting("batch", "BatchNorm in the masked pass: 'batch' = its own batch statistics, "
+                                             "running ones untouched; 'eval' = running statistics")
+    batched_views: bool = setting(False, "weak and strong views in ONE forward: fewer launches, BatchNorm "
+                                         "statistics shared by both views")
 
 
 @dataclass
 class OptimConfig:
-    optimizer: str = "adam"  # adam | adamw
-    lr: float = 1e-3  # backbone learning rate at reference_batch_size
-    reference_batch_size: int = 16  # lr is scaled linearly to the global batch size
-    weight_decay: float = 0.0
-    scheduler: str = "none"  # none | onecycle (max_lr = lr, pct_start 0.2, stepped every iteration)
+    optimizer: str = setting("adam", "adam | adamw")
+    lr: float = setting(1e-3, "trunk learning rate at reference_batch_size")
+    reference_batch_size: int = setting(16, "the learning rate is scaled linearly to the global batch size "
+                                            "(batch x processes x accumulation)")
+    weight_decay: float = setting(0.0, "weight decay of the optimiser")
+    scheduler: str = setting("none", "none | onecycle (max_lr = lr, pct_start 0.2, stepped every optimiser step)")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 8
-    batch_size: int = 32  # per process
-    seed: int = 0
-    output_dir: str = "runs/demo"
-    resume: str = ""  # "" = fresh run, "auto" = the newest checkpoint in output_dir, or a checkpoint path
-    checkpoint_every_steps: int = 0  # also checkpoint every N optimiser steps (0 = epochs only)
-    keep_checkpoints: int = 2
-    mixed_precision: str = "auto"  # auto (launcher's --mixed_precision, else bf16 on a GPU, fp32 on a CPU) | no | bf16 | fp16
-    log_every: int = 10  # steps between scalar logs (the only host-device syncs of the step)
-    max_steps: int = 0  # stop after this many steps in all (0 = no limit): tests and smoke runs
+    epochs: int = setting(8, "training epochs")
+    batch_size: int = setting(32, "images per process and step")
+    seed: int = setting(0, "seed of the shuffle order, the views and the initial weights")
+    output_dir: str = setting("runs/demo", "the run folder: config, logs, checkpoints, export, metrics, report")
+    resume: str = setting("", "'' = a fresh run, 'auto' = the newest intact checkpoint in output_dir, or a "
+                              "checkpoint directory")
+    checkpoint_every_steps: int = setting(0, "also checkpoint every N optimiser steps (0 = after each epoch only)")
+    keep_checkpoints: int = setting(2, "newest checkpoints kept")
+    mixed_precision: str = setting("auto", "auto (the launcher's --mixed_precision, else bf16 on a GPU, fp32 on a "
+                                           "CPU) | no | bf16 | fp16")
+    log_every: int = setting(10, "steps between scalar logs (the only host-device syncs of the step)")
+    max_steps: int = setting(0, "stop after this many optimiser steps in all (0 = no limit): tests and smoke runs")
+    tracker: str = setting("tensorboard", "where the scalars and the config go: tensorboard, none, or any tracker "
+                                          "Accelerate supports whose package is installed (wandb, mlflow, ...)")
 
 
 @dataclass
@@ -240,3 +265,21 @@ def save_config(config, path):
 def scaled_lr(optim, global_batch_size):
     """The one place the learning rate follows the batch: linear in the global batch size."""
     return optim.lr * global_batch_size / optim.reference_batch_size
+
+
+def config_help():
+    """Every key with its type, default, range and meaning: the epilog of `train.py --help`."""
+    lines = ["settings (key=value, or in the --config YAML file as section: {key: value}):"]
+    for section in dataclasses.fields(Config):
+        for item in dataclasses.fields(section.default_factory()):
+            key = f"{section.name}.{item.name}"
+            kind = typing.get_type_hints(section.type)[item.name].__name__
+            limits = f", range {RANGES[key]}" if key in RANGES else ""
+            lines.append(f"  {key} ({kind}, default {item.default!r}{limits})")
+            lines += textwrap.wrap(item.metadata["help"], 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "\n".join(lines)
+
+
+def flattened(config):
+    """{dotted key: value} of the merged config: the hyperparameters a tracker records."""
+    return dict(_flatten(dataclasses.asdict(config)))

@@ -52,3 +52,9 @@ def multilabel_metrics(scores, labels, threshold=0.5):
 
 def f1(precision, recall):
     return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
+
+
+def results_table(class_names, metrics, split):
+    """Per-class AP of `split` as text, a few classes a line."""
+    cells = [f"{name[:14]:>14} {ap:6.2f}" for name, ap in zip(class_names, metrics["per_class_AP"])]
+    return "\n".join([f"{split} AP per class:"] + ["   ".join(cells[i:i + 4]) for i in range(0, len(cells), 4)])

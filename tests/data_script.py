@@ -1,5 +1,6 @@
 """The scripts in data_scripts/ as the tests use them: imported, or run as files."""
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,11 @@ def load_script(name):
 
 
 def run_script(name, *args, cwd=REPO):
-    """data_scripts/<name>.py run as a file in its own process; the CompletedProcess, output captured."""
-    return subprocess.run([sys.executable, str(script_path(name)), *map(str, args)], cwd=cwd,
+    """data_scripts/<name>.py run as a file in its own process; the CompletedProcess, output captured.
+
+    PYTHONPATH stands in for `pip install -e .` (the README's commands), which makes `ignore`
+    importable from the scripts; test_packaging.py checks the installed package does.
+    """
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, str(script_path(name)), *map(str, args)], cwd=cwd, env=environment,
                           capture_output=True, text=True, timeout=120)

@@ -1,5 +1,6 @@
 """load_hf_dataset against tiny HuggingFace datasets written with save_to_disk."""
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,7 +139,7 @@ def test_image_rows_holding_only_a_path(tmp_path, monkeypatch):
                         test=Dataset.from_dict(rows, features=features))
     monkeypatch.setattr("datasets.load_from_disk", lambda path: saved)
     result = load_hf_dataset(tmp_path / "hf", "picture", "tags")
-    assert result.splits["test"][0]["image"] == str(image_file)
+    assert result.splits["test"][0]["image"] == {"bytes": None, "path": str(image_file)}
     assert first_pixel(result, "test", 0) == (1, 2, 3)
 
 
@@ -186,3 +187,30 @@ def test_a_test_split_is_needed(tmp_path):
     path = save(tmp_path, train=embedded_split("train", TRAIN_INDICES))
     with pytest.raises(SPMLError, match=r"no 'test' split \(splits: train\); a 'test' split is needed"):
         load_hf_dataset(path, "picture", "tags")
+
+
+def test_embedded_images_stay_memory_mapped(tmp_path):
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    noise = [{"bytes": png_bytes_of(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)), "path": None}
+             for _ in range(120)]
+    size = sum(len(item["bytes"]) for item in noise)
+    assert size > 1_000_000  # noise does not compress: ~12 kB an image
+    features = Features({"picture": Image(), "tags": Sequence(ClassLabel(names=NAMES))})
+    rows = [[row % 3] for row in range(120)]
+    path = save(tmp_path, train=Dataset.from_dict({"picture": noise[:100], "tags": rows[:100]}, features=features),
+                test=Dataset.from_dict({"picture": noise[100:], "tags": rows[100:]}, features=features))
+    before = pa.total_allocated_bytes()
+    result = load_hf_dataset(path, "picture", "tags")
+    assert pa.total_allocated_bytes() - before < size / 10  # the label columns, not the images
+    for name, split in result.splits.items():
+        assert split.cache_files and all(Path(file["filename"]).is_relative_to(path) for file in split.cache_files), name
+    assert open_rgb(result.image_root, result.splits["test"][3]["image"]).getpixel((0, 0)) == tuple(
+        PILImage.open(io.BytesIO(noise[103]["bytes"])).getpixel((0, 0)))
+
+
+def png_bytes_of(pixels):
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -15,8 +15,10 @@ def test_export_of_a_compiled_model_has_the_plain_weight_names(tmp_path):
     assert all(name.startswith("_orig_mod.") for name in compiled.state_dict())
     assert network(accelerator, compiled) is model
 
-    export_model(accelerator, compiled, {"class_names": ["a", "b", "c"], "model": {"backbone": "small_cnn"}}, tmp_path)
-    exported = load_exported(tmp_path / "export").state_dict()
+    info = {"class_names": ["a", "b", "c"], "model": {"backbone": "small_cnn"}, "image_size": 32,
+            "mean": [0.5] * 3, "std": [0.25] * 3}
+    export_model(accelerator, compiled, info, tmp_path)
+    exported = load_exported(tmp_path / "export").network.state_dict()
     assert exported.keys() == model.state_dict().keys()
     for name, tensor in model.state_dict().items():
         assert torch.equal(exported[name], tensor), name

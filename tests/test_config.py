@@ -184,3 +184,28 @@ def test_scaled_lr():
 def test_every_recipe_in_configs_loads(recipe):
     config = load_config(recipe)
     assert config != Config()
+
+
+def test_help_lists_every_key_with_its_type_default_range_and_meaning():
+    import dataclasses
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ignore.config import Config, RANGES, valid_keys
+
+    result = subprocess.run([sys.executable, "train.py", "--help"], cwd=Path(__file__).resolve().parents[1],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    for section in dataclasses.fields(Config):
+        for item in dataclasses.fields(section.default_factory()):
+            key = f"{section.name}.{item.name}"
+            meaning = item.metadata.get("help", "")
+            assert meaning, f"{key} has no meaning"
+            kind = {str: "str", int: "int", float: "float", bool: "bool"}[type(item.default)]
+            limits = f", range {RANGES[key]}" if key in RANGES else ""
+            assert f"  {key} ({kind}, default {item.default!r}{limits})\n" in text, key
+            assert " ".join(meaning.split()[:4]) in " ".join(text.split()), key
+    assert text.count("default ") == len(valid_keys())
+    assert "  train.tracker (str, default 'tensorboard')" in text and "  optim.lr (float, default 0.001, range > 0)" in text

@@ -29,7 +29,7 @@ def test_pretrained_resnet_weights_load_from_pth_and_safetensors(tmp_path):
     save_file({key: value.contiguous() for key, value in reference.state_dict().items()}, str(tmp_path / "r18.safetensors"))
     for name in ("r18.pth", "r18.safetensors"):
         model = CAMClassifier("resnet18", num_classes=3, pretrained=str(tmp_path / name))
-        assert torch.equal(model.trunk[0].weight, reference.conv1.weight)  # trunk[0] is conv1
+        assert torch.equal(model.trunk.conv1.weight, reference.conv1.weight)
 
 
 def test_mismatched_or_unreadable_weights_are_clear_errors(tmp_path):

@@ -42,15 +42,15 @@ def test_imagenet_loads_torchvisions_file_from_the_cache(torch_home, no_network)
     reference = torch.load(WEIGHTS, weights_only=True)
     trunk = model.trunk.state_dict()
     assert len(trunk) == len([key for key in reference if key.startswith("features.")])
-    for key, value in trunk.items():
-        assert torch.equal(value, reference[f"features.{key}"]), key
+    for key, value in trunk.items():  # torchvision's own names
+        assert torch.equal(value, reference[key]), key
     assert model.normalisation == {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
 
 def test_a_local_file_still_works_and_a_weights_name_is_looked_up(torch_home, no_network, tmp_path):
     local = CAMClassifier("mobilenet_v2", num_classes=3, pretrained=str(WEIGHTS))
     by_name = CAMClassifier("mobilenet_v2", num_classes=3, pretrained="IMAGENET1K_V1")
-    assert torch.equal(local.trunk[0][0].weight, by_name.trunk[0][0].weight)
+    assert torch.equal(local.trunk.features[0][0].weight, by_name.trunk.features[0][0].weight)
 
 
 def test_absent_file_without_network_is_one_clear_error(tmp_path, monkeypatch, no_network):
@@ -80,10 +80,10 @@ def test_output_stride_sets_the_cam_resolution(backbone, output_stride, side):
 def test_dilation_keeps_the_weights_and_only_changes_the_resolution():
     plain = torchvision.models.mobilenet_v2().features.eval()
     model = CAMClassifier("mobilenet_v2", num_classes=2, output_stride=16)
-    model.trunk.load_state_dict(plain.state_dict())
+    model.trunk.features.load_state_dict(plain.state_dict())
     images = torch.randn(1, 3, 64, 64)
     # up to block 13 (stride 16) nothing changed
-    assert torch.allclose(model.trunk.eval()[:14](images), plain[:14](images))
+    assert torch.allclose(model.trunk.features.eval()[:14](images), plain[:14](images))
 
 
 def test_unsupported_strides_are_clear_errors():

@@ -113,7 +113,7 @@ def test_non_finite_weights_are_never_checkpointed_and_the_newest_finite_checkpo
     stopped = run_train(*tiny_run_overrides(tiny_dataset, run_dir, *blown_up))
     assert stopped.returncode == 2
     assert stopped.stderr.strip().splitlines()[-1].startswith(
-        "error: non-finite weights or statistics at step 2, not checkpointed: trunk.0.weight, ")
+        "error: non-finite weights or statistics at step 2, not checkpointed: trunk.conv1.weight, ")
     assert [path.name for path in (run_dir / "checkpoints").iterdir()] == ["step-000000001"]
     assert_same_state(final_state(run_dir), final_state(tmp_path / "reference"))
 
@@ -129,7 +129,7 @@ def test_non_finite_statistics_stop_the_run_although_the_loss_is_finite(tiny_dat
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "error: non-finite weights or statistics at step 2: "
-        "trunk.5.running_var, trunk.9.running_var, trunk.12.running_var and 1 more")
+        "trunk.bn2.running_var, trunk.bn3.running_var, trunk.bn4.running_var and 1 more")
     assert not (tmp_path / "run" / "export").exists() and not (tmp_path / "run" / "checkpoints").exists()
 
 

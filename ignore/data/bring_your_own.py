@@ -1,6 +1,7 @@
 """Bring your own HuggingFace dataset: any `save_to_disk` directory with an image column
-and a multi-label column, read into the same in-memory SPMLDataset that `load_dataset`
-returns for our format, so the trainer cannot tell the two apart.
+and a multi-label column, read into the same SPMLDataset that `load_dataset` returns for
+our format, so the trainer cannot tell the two apart. The images stay in the dataset's
+memory-mapped Arrow files: only the label columns are made in memory.
 """
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from .protocol import PROTOCOL_SEED, observe_positives
 
 def load_hf_dataset(path, image_column, label_column):
     """The dataset saved at `path` as an SPMLDataset; every problem is one SPMLError."""
-    from datasets import Dataset, disable_progress_bars
+    from datasets import Value, disable_progress_bars
 
     for key, value, other in (("image", image_column, "label"), ("label", label_column, "image")):
         if not value:
@@ -29,15 +30,19 @@ def load_hf_dataset(path, image_column, label_column):
                                 f"(columns: {', '.join(split.column_names)})")
     labels, class_names = label_matrices(source, label_column, path)
     splits, protocol, origin = assign_splits(labels, given_observed(source, labels, path))
-    images = {name: image_entries(split, image_column, f"{path}: split '{name}'") for name, split in source.items()}
-    tables = {}
     for name, split in splits.items():
         check_split_arrays(name, split, len(class_names))
-        entries, image_feature = images[origin[name]]
-        features = split_features(image_feature, len(class_names))
-        tables[name] = Dataset.from_dict({"image": [entries[row] for row in split.images],
-                                          "labels": split.labels.tolist(), "observed": split.observed.tolist()},
-                                         features=features)
+    # The label columns go beside each source split's images, then the rows are selected: `select`
+    # keeps the Arrow files memory-mapped (an index mapping), where building a new table would
+    # read every embedded image into memory (add_column after select would copy them to disk).
+    features = split_features(Value("string"), len(class_names))
+    labelled = {}
+    for name, split in source.items():
+        images = image_table(split, image_column, f"{path}: split '{name}'")
+        full_labels, full_observed = scattered({out: splits[out] for out in splits if origin[out] == name}, len(split))
+        labelled[name] = (images.add_column("labels", full_labels.tolist(), feature=features["labels"])
+                          .add_column("observed", full_observed.tolist(), feature=features["observed"]))
+    tables = {name: labelled[origin[name]].select(split.images) for name, split in splits.items()}
     meta = dataset_meta(splits, class_names, source=f"huggingface:{path}", image_root=path, protocol=protocol)
     # Image paths start at the dataset directory; `path / "/abs"` is "/abs", so absolute ones work too.
     return SPMLDataset(tables, meta, path)
@@ -142,18 +147,33 @@ def assign_splits(labels, observed):
     return splits, protocol, origin
 
 
-def image_entries(split, column, where):
-    """What `open_rgb` reads for each row, and the feature that stores it."""
+def scattered(parts, num_rows):
+    """The labels and observed labels of every source row, from the splits (SplitArrays) drawn from it."""
+    num_classes = next(iter(parts.values())).labels.shape[1]
+    labels, observed = np.zeros((num_rows, num_classes), np.uint8), np.zeros((num_rows, num_classes), np.int8)
+    for split in parts.values():
+        labels[split.images], observed[split.images] = split.labels, split.observed
+    return labels, observed
+
+
+def image_table(split, column, where):
+    """The split's image column alone, named "image", as `open_rgb` reads it; still memory-mapped."""
+    import pyarrow.compute as pc
     from datasets import Image, Value
 
     feature = split.features[column]
+    images = split.select_columns([column])
+    if column != "image":
+        images = images.rename_column(column, "image")
     if isinstance(feature, Value) and feature.dtype in ("string", "large_string"):
-        return split[column], Value("string")
+        return images
     if not isinstance(feature, Image):
         raise SPMLError(f"{where}: column '{column}' is {feature}; expected an Image or a string path column")
-    rows = split.cast_column(column, Image(decode=False))[column]
-    if all(row["bytes"] is not None for row in rows):
-        return rows, Image(decode=False)
-    if all(row["bytes"] is None and row["path"] for row in rows):
-        return [row["path"] for row in rows], Value("string")  # older save_to_disk kept only the file's path
-    raise SPMLError(f"{where}: column '{column}' mixes embedded images and file paths")
+    images = images.cast_column("image", Image(decode=False))  # the stored bytes, decoded per item by open_rgb
+    stored = images.data.column("image")
+    # validity bitmaps only: no image is read
+    without_bytes = sum(pc.struct_field(chunk, "bytes").null_count for chunk in stored.chunks)
+    without_path = sum(pc.struct_field(chunk, "path").null_count for chunk in stored.chunks)
+    if without_bytes and (without_bytes < len(images) or without_path):  # older save_to_disk kept only the path
+        raise SPMLError(f"{where}: column '{column}' mixes embedded images and file paths")
+    return images

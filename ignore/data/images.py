@@ -12,10 +12,13 @@ from ..errors import SPMLError
 def open_rgb(image_root: Path, entry):
     """Decode one dataset entry to an RGB PIL image.
 
-    entry is a path relative to image_root, or a datasets.Image value with embedded bytes.
+    entry is a path relative to image_root, or a datasets.Image value: embedded bytes, or (as
+    older save_to_disk wrote it) only the file's path.
     Any unreadable file (missing, not an image, truncated, more pixels than PIL's
     decompression-bomb limit) raises SPMLError naming it.
     """
+    if isinstance(entry, dict) and entry.get("bytes") is None:
+        entry = entry["path"]
     if isinstance(entry, dict):
         source, where = io.BytesIO(entry["bytes"]), entry.get("path") or "<embedded image>"
     else:

@@ -8,6 +8,7 @@ any other value is a local state-dict file.
 """
 import pickle
 import urllib.error
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +41,13 @@ def small_cnn():
     Not a research backbone: the published protocol uses an ImageNet ResNet-50. Its stride
     of 8 gives an 8x8 CAM at 64 px, fine enough to mask one digit of a demo canvas.
     """
-    def block(inputs, outputs, pool):
-        layers = [nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU(inplace=True)]
-        return layers + ([nn.MaxPool2d(2)] if pool else [])
+    def block(number, inputs, outputs, pool):
+        layers = [(f"conv{number}", nn.Conv2d(inputs, outputs, 3, padding=1, bias=False)),
+                  (f"bn{number}", nn.BatchNorm2d(outputs)), (f"relu{number}", nn.ReLU(inplace=True))]
+        return layers + ([(f"pool{number}", nn.MaxPool2d(2))] if pool else [])
 
-    layers = block(3, 32, True) + block(32, 64, True) + block(64, 128, False) + block(128, 128, True) + block(128, 256, False)
-    return nn.Sequential(*layers)
+    widths = [(3, 32, True), (32, 64, True), (64, 128, False), (128, 128, True), (128, 256, False)]
+    return nn.Sequential(OrderedDict(sum((block(number, *width) for number, width in enumerate(widths, 1)), [])))
 
 
 def build_trunk(name, pretrained="", output_stride=32):
@@ -70,9 +72,11 @@ def build_trunk(name, pretrained="", output_stride=32):
         mean, std = tuple(preprocessing.mean), tuple(preprocessing.std)
     else:
         mean, std = IMAGENET_MEAN, IMAGENET_STD
+    # torchvision's own layer names (`layer1.0.conv1.weight`, `features.3.conv.0.0.weight`), so that an
+    # export's `trunk.` weights load into torchvision's network once the prefix is stripped
     if name == "mobilenet_v2":
-        return Trunk(network.features, WIDTHS[name], mean, std)
-    return Trunk(nn.Sequential(*list(network.children())[:-2]), WIDTHS[name], mean, std)  # drop avgpool, fc
+        return Trunk(nn.Sequential(OrderedDict(features=network.features)), WIDTHS[name], mean, std)
+    return Trunk(nn.Sequential(OrderedDict(list(network.named_children())[:-2])), WIDTHS[name], mean, std)  # no avgpool, fc
 
 
 def torchvision_weights(name, pretrained):

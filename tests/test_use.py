@@ -1,0 +1,211 @@
+"""Using a finished run: predict and evaluate with its export, against the run's own test scores and metrics."""
+import csv
+import importlib.util
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ignore.data.format import load_dataset
+from ignore.errors import SPMLError
+from ignore.evaluate import main as evaluate_main
+from ignore.predict import main as predict_main
+from ignore.tracking import trackers
+from test_train import PYTHON, run_train, tiny_run_overrides
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_dataset, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    result = run_train(*tiny_run_overrides(tiny_dataset, run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def test_images(tiny_dataset):
+    data = load_dataset(tiny_dataset)
+    return [data.image_root / name for name in data.splits["test"]["image"]]
+
+
+def test_predict_reproduces_the_test_scores_and_names_a_corrupt_file(finished_run, test_images, tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    inputs = test_images[:5] + [corrupt] + test_images[5:]
+    predict_main(["--model", str(finished_run / "export"), *map(str, inputs), "--out", str(tmp_path / "preds.csv"),
+                  "--batch-size", "4", "--num-workers", "0"])
+    err = capsys.readouterr().err
+    assert f"unreadable: {corrupt}: cannot decode image" in err
+    assert "16 images predicted, 1 unreadable (named above)" in err
+    with open(tmp_path / "preds.csv", newline="") as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == ["path", "predicted", "class0", "class1", "class2", "class3"]
+    assert [row[0] for row in rows[1:]] == [str(path) for path in test_images]
+    probabilities = np.array([[float(value) for value in row[2:]] for row in rows[1:]])
+    np.testing.assert_allclose(probabilities, np.load(finished_run / "test_scores.npy"), atol=1e-5)
+    for row, scores in zip(rows[1:], probabilities):  # the classes at 0.5 or above, most probable first
+        expected = [f"class{index}" for index in np.argsort(-scores, kind="stable") if scores[index] >= 0.5]
+        assert row[1] == ";".join(expected)
+
+
+def test_predict_walks_folders_and_writes_json_lines_with_top_k(finished_run, test_images, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    shutil.copy(test_images[0], folder / "a.png")
+    shutil.copy(test_images[1], folder / "nested" / "b.png")
+    (folder / "notes.txt").write_text("not an image, not an image extension: left out")
+    # a 16-bit greyscale image, as a scanner writes it
+    Image.fromarray((np.arange(32 * 32).reshape(32, 32) * 60).astype(np.uint16)).save(folder / "nested" / "deep.png")
+    predict_main(["--model", str(finished_run / "export"), str(folder), "--out", str(tmp_path / "preds.jsonl"),
+                  "--threshold", "0", "--top-k", "2"])
+    records = [json.loads(line) for line in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    assert [record["path"] for record in records] == [str(folder / "a.png"), str(folder / "nested" / "b.png"),
+                                                      str(folder / "nested" / "deep.png")]
+    for record in records:
+        ranked = sorted(record["probabilities"], key=lambda name: -record["probabilities"][name])
+        assert record["predicted"] == ranked[:2]
+    scores = np.load(finished_run / "test_scores.npy")
+    np.testing.assert_allclose(list(records[0]["probabilities"].values()), scores[0], atol=1e-5)
+    assert "3 images predicted, 0 unreadable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make_inputs, message", [
+    (lambda tmp_path: [], "error: no images given: name image files or folders after --model"),
+    (lambda tmp_path: [tmp_path / "bad1.png", tmp_path / "bad2.jpg"], "error: none of the 2 images could be read"),
+    (lambda tmp_path: [tmp_path / "missing.png"], "missing.png: no such file or folder"),
+])
+def test_predict_with_nothing_readable_exits_2(finished_run, tmp_path, capsys, make_inputs, message):
+    (tmp_path / "bad1.png").write_bytes(b"junk")
+    (tmp_path / "bad2.jpg").write_bytes(b"")
+    with pytest.raises(SystemExit) as stop:
+        predict_main(["--model", str(finished_run / "export"), *map(str, make_inputs(tmp_path)), "--num-workers", "0"])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_evaluate_equals_the_runs_test_metrics(finished_run, tiny_dataset, tmp_path, capsys):
+    evaluate_main(["--model", str(finished_run / "export"), "--data", str(tiny_dataset), "--out",
+                   str(tmp_path / "metrics.json"), "--batch-size", "5", "--num-workers", "0"])
+    ours = json.loads((tmp_path / "metrics.json").read_text())
+    run = json.loads((finished_run / "metrics.json").read_text())["test"]
+    assert ours["images"] == 16 and ours["split"] == "test"
+    assert ours["mAP"] == pytest.approx(run["mAP"], abs=1e-9)
+    assert ours["per_class_AP"] == pytest.approx(run["per_class_AP"], abs=1e-9)
+    assert (ours["CF1"], ours["OF1"]) == pytest.approx((run["CF1"], run["OF1"]), abs=1e-9)
+    assert f"test (16 images): mAP {run['mAP']:.2f}" in capsys.readouterr().out
+
+
+def test_evaluate_under_a_two_process_launch_equals_one_process(finished_run, tiny_dataset, tmp_path):
+    # 16 images over 2 processes in batches of 3: the last batches are padded, and the padding must be dropped
+    launcher = (PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+                "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ignore.evaluate")
+    result = run_train("--model", str(finished_run / "export"), "--data", str(tiny_dataset), "--split", "val",
+                       "--out", str(tmp_path / "two.json"), "--batch-size", "3", "--num-workers", "0",
+                       launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluate_main(["--model", str(finished_run / "export"), "--data", str(tiny_dataset), "--split", "val",
+                   "--out", str(tmp_path / "one.json"), "--num-workers", "0"])
+    two, one = (json.loads((tmp_path / name).read_text()) for name in ("two.json", "one.json"))
+    assert two["images"] == one["images"] == 8
+    assert two["per_class_AP"] == pytest.approx(one["per_class_AP"], abs=1e-9)
+    assert result.stdout.count("val (8 images)") == 1  # printed by the main process only
+
+
+def test_evaluate_refuses_a_dataset_with_other_classes(finished_run, tiny_dataset, tmp_path, capsys):
+    dataset = tmp_path / "renamed"
+    shutil.copytree(tiny_dataset, dataset)
+    meta = json.loads((dataset / "spml_meta.json").read_text())
+    meta["class_names"] = ["cat", "dog", "car", "bus"]
+    (dataset / "spml_meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit) as stop:
+        evaluate_main(["--model", str(finished_run / "export"), "--data", str(dataset)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {dataset}: its classes ['cat', 'dog', 'car', 'bus'] are not the model's "
+        "['class0', 'class1', 'class2', 'class3']")
+
+
+def test_the_report_holds_the_runs_numbers_and_its_bars_are_the_test_ap(finished_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ignore.report import BAR_AXES, DPI, bar_figure_size
+    from ignore.tracking import read_scalars
+
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    report = (finished_run / "report.md").read_text()
+    test = metrics["test"]
+    assert f"| {test['mAP']:.2f} | {test['CF1']:.2f} | {test['OF1']:.2f} |" in report
+    for epoch in metrics["epochs"]:
+        assert f"| {epoch['epoch']} | {epoch['val_mAP']:.2f} |" in report
+    for index, ap in enumerate(test["per_class_AP"]):
+        assert f"| class{index} | {ap:.2f} |" in report
+
+    # scalars.jsonl, which the report reads, holds what TensorBoard got: 8 steps, 2 validations
+    scalars = read_scalars(finished_run)
+    events = EventAccumulator(str(finished_run / "tensorboard")).Reload()
+    for name in ("train/loss", "train/gap_threshold", "train/rejected_fraction", "val/mAP"):
+        logged = [(event.step, event.value) for event in events.Scalars(name)]
+        assert [step for step, _ in logged] == [step for step, _ in scalars[name]]
+        np.testing.assert_allclose([value for _, value in logged], [value for _, value in scalars[name]], rtol=1e-6)
+        assert f"| {name.removeprefix('train/')} | {scalars[name][-1][1]:.4f} |" in report or name == "val/mAP"
+    assert [step for step, _ in scalars["train/loss"]] == list(range(1, 9))
+    assert [value for _, value in scalars["val/mAP"]] == pytest.approx([epoch["val_mAP"] for epoch in metrics["epochs"]])
+
+    pictures = {"val_map.png": (800, 300), "losses.png": (800, 300), "thresholds.png": (800, 600),
+                "per_class_ap.png": (800, 400)}
+    for name, size in pictures.items():
+        with Image.open(finished_run / "report" / name) as image:
+            assert image.size == size, name
+        assert f"(report/{name})" in report
+    with Image.open(finished_run / "report" / "ignore_image_cam_masked.png") as grid:
+        assert grid.size == (3 * 32 + 4 * 2, 8 * 32 + 9 * 2)  # 8 validation images, 3 panels each, 2 px padding
+    # each bar's height in pixels, read back from the PNG, is its class's test AP (axes 0-100 at BAR_AXES)
+    with Image.open(finished_run / "report" / "per_class_ap.png") as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    width, height = (inches * DPI for inches in bar_figure_size(4))
+    left, bottom, axes_width, axes_height = BAR_AXES
+    blue = np.all(np.abs(pixels - [0x1F, 0x77, 0xB4]) <= 2, axis=2)
+    for index, ap in enumerate(test["per_class_AP"]):
+        column = int((left + axes_width * (index + 0.5) / 4) * width)
+        rows = np.flatnonzero(blue[:, column])
+        bar_top = (height - rows.min()) if len(rows) else height * bottom
+        measured = (bar_top - height * bottom) / (height * axes_height) * 100
+        assert measured == pytest.approx(ap, abs=1.0), index
+
+
+def test_another_tracker_or_none_leaves_the_report_and_a_bad_one_is_one_line(tiny_dataset, tmp_path):
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "run", "train.tracker=none", "train.epochs=1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "run" / "tensorboard").exists()
+    assert (tmp_path / "run" / "report" / "ignore_image_cam_masked.png").is_file()
+    assert "| 0 |" in (tmp_path / "run" / "report.md").read_text()
+    with pytest.raises(SPMLError) as error:
+        trackers("papyrus", tmp_path)
+    assert str(error.value) == ("train.tracker 'papyrus' is not one of ['none', 'aim', 'tensorboard', 'wandb', "
+                                "'trackio', 'comet_ml', 'mlflow', 'clearml', 'dvclive', 'swanlab']")
+    if importlib.util.find_spec("wandb") is None:
+        with pytest.raises(SPMLError, match=r"^train.tracker=wandb: the wandb package is not installed"):
+            trackers("wandb", tmp_path)
+
+
+def test_the_merged_config_is_logged_as_hyperparameters(finished_run):
+    import yaml
+
+    from ignore.config import valid_keys
+
+    (hparams,) = (finished_run / "tensorboard").glob("*/hparams.yml")
+    logged = yaml.safe_load(hparams.read_text())
+    assert logged["method.warm_up"] == 1 and logged["data.image_size"] == 32 and logged["train.tracker"] == "tensorboard"
+    assert set(logged) == set(valid_keys())
+
+
+def test_the_exports_card_and_config_name_the_runs_metrics_and_command(finished_run, tiny_dataset):
+    test = json.loads((finished_run / "metrics.json").read_text())["test"]
+    card = (finished_run / "export" / "README.md").read_text()
+    assert f"| test | {test['mAP']:.2f} | {test['CF1']:.2f} | {test['OF1']:.2f} |" in card
+    assert f"python train.py data.path={tiny_dataset} data.image_size=32" in card
+    config = json.loads((finished_run / "export" / "config.json").read_text())
+    assert config["test"]["per_class_AP"] == test["per_class_AP"] and config["export_version"] == 2
+    assert config["training"]["config"]["method"]["warm_up"] == 1
