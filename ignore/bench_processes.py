@@ -2,13 +2,14 @@
 
     python -m ignore.bench_processes [--seeds 0 1 2 3 4] [--batch 32] [--out DIR] [key=value ...]
 
-Per seed, three runs of `train.py` with the same global batch and the same overrides:
-one process of `--batch` images, and two CPU processes over gloo of half as many each,
-with per-process BatchNorm and with `model.sync_batchnorm=true`. The data per step is
-the same in all three (the shuffle is a function of (seed, epoch), each image's views of
+Per seed, four runs of `train.py` with the same global batch and the same overrides:
+one process of `--batch` images; two CPU processes over gloo of half as many each, with
+per-process BatchNorm and with `model.sync_batchnorm=true`; and, the control for float
+rounding alone, the one process again on 2 threads instead of 1. The data per step is
+the same in all four (the shuffle is a function of (seed, epoch), each image's views of
 (seed, epoch, row), and Accelerate hands each process alternate halves of the
 one-process batches). Prints each run's test mAP, the mean and spread over seeds, and
-each two-process variant's paired difference from one process with its standard error.
+each other variant's paired difference from one process with its standard error.
 Runs whose metrics.json exists are reused. A script with printed figures, not a test.
 """
 import argparse
@@ -19,10 +20,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-VARIANTS = {  # name: (processes, extra overrides)
-    "1 process": (1, []),
-    "2 processes, per-process BatchNorm": (2, []),
-    "2 processes, model.sync_batchnorm": (2, ["model.sync_batchnorm=true"]),
+VARIANTS = {  # name: (processes, CPU threads a process, extra overrides)
+    "1 process": (1, 1, []),
+    "2 processes, per-process BatchNorm": (2, 1, []),
+    "2 processes, model.sync_batchnorm": (2, 1, ["model.sync_batchnorm=true"]),
+    # other kernels' summation order: what float rounding alone does to a run
+    "1 process, 2 threads": (1, 2, []),
 }
 
 
@@ -34,16 +37,15 @@ def command(processes, batch, seed, run_dir, overrides):
                        f"train.output_dir={run_dir}"]
 
 
-def run(processes, batch, seed, run_dir, overrides):
+def run(processes, threads, batch, seed, run_dir, overrides):
     """The run's metrics.json, training it first unless it is there."""
     if not (run_dir / "metrics.json").is_file():
         line = command(processes, batch, seed, run_dir, overrides)
         print("$", " ".join(line), flush=True)
-        # one thread per process in every variant: the same kernels, so the same rounding
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "train.log", "w") as log:  # the launcher's and both ranks' output
             subprocess.run(line, check=True, stdout=log, stderr=subprocess.STDOUT,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+                           env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     return json.loads((run_dir / "metrics.json").read_text())
 
 
@@ -62,8 +64,8 @@ def main(argv=None):
     overrides = args.overrides
     maps, seconds = {}, {}
     for seed in args.seeds:
-        for index, (name, (processes, extra)) in enumerate(VARIANTS.items()):
-            metrics = run(processes, args.batch, seed, Path(args.out) / f"variant{index}" / f"seed{seed}",
+        for index, (name, (processes, threads, extra)) in enumerate(VARIANTS.items()):
+            metrics = run(processes, threads, args.batch, seed, Path(args.out) / f"variant{index}" / f"seed{seed}",
                           overrides + extra)
             maps.setdefault(name, []).append(metrics["test"]["mAP"])
             seconds.setdefault(name, []).append(metrics["train_seconds"])
