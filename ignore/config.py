@@ -31,11 +31,19 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    name: str = "cam"  # cam: 1x1-conv CAM head | q2l: Query2Label transformer head (the q2l_ keys)
     backbone: str = "small_cnn"  # resnet18 | resnet34 | resnet50 | mobilenet_v2 | small_cnn (demo-sized, from scratch)
     pretrained: str = ""  # "" | imagenet | a torchvision weights name (IMAGENET1K_V2) | a local state-dict file
     output_stride: int = 32  # 16 dilates the last stage (resnet50, mobilenet_v2): a CAM twice as fine
-    head_lr_multiplier: float = 10.0  # the 1x1 CAM head learns this much faster (SPEC 2.9)
+    head_lr_multiplier: float = 10.0  # head_parameters() (all but the trunk) learn this much faster (SPEC 2.9)
     channels_last: bool = True  # NHWC weights and inputs: faster convolutions on GPUs and oneDNN CPUs
+    # Query2Label's sizes (model.name=q2l); the defaults are the authors'
+    q2l_hidden_dim: int = 2048  # width of the projection, the transformer and the label queries
+    q2l_heads: int = 4  # attention heads; the CAM averages their cross-attention maps
+    q2l_encoder_layers: int = 1  # self-attention layers over the feature cells
+    q2l_decoder_layers: int = 2  # label-query layers; the last one's cross-attention is the CAM
+    q2l_ffn_dim: int = 8192  # hidden width of each layer's feed-forward block
+    q2l_dropout: float = 0.1  # dropout on attention weights, residual branches and feed-forward blocks
 
 
 @dataclass
@@ -133,6 +141,12 @@ RANGES = {
     "data.train_subset": at_least(0),
     "model.head_lr_multiplier": above(0),
     "model.output_stride": between(16, 32),  # 16 or 32: the backbone says which it supports
+    "model.q2l_hidden_dim": at_least(4),  # also a multiple of 4 and of q2l_heads (checked by the model)
+    "model.q2l_heads": at_least(1),
+    "model.q2l_encoder_layers": at_least(0),  # 0: the decoder reads the projected features directly
+    "model.q2l_decoder_layers": at_least(1),  # the CAM needs a last decoder layer
+    "model.q2l_ffn_dim": at_least(1),
+    "model.q2l_dropout": between(0, 1, high_open=True),
     "method.warm_up": at_least(0),
     "method.cam_threshold": between(0, 1, high_open=True),  # 1 or more would mask every pixel
     "method.gap_lambda": between(0, 1, high_open=True),  # 1 would keep the threshold at 0 for ever
