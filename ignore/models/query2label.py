@@ -4,10 +4,10 @@ feature map through a small transformer; one linear score per query.
 IGNORE masks with a CAM, which this model does not have; SPEC 2 (Query2Label variant) builds
 one from the last decoder layer's cross-attention of each label's query over the feature
 cells (averaged over heads), weighted into the trunk's features and averaged over channels.
-The authors never published this model, so the layout below is ours, after Query2Label's
-paper and released defaults: DETR's post-norm encoder layers, decoder layers without
-self-attention among the queries, the queries themselves as the decoder's input, a final
-LayerNorm and the group-wise linear classifier.
+The authors never published this model, so the layout below is ours: DETR's post-norm
+encoder layers, decoder layers without self-attention among the queries (Query2Label's
+released default), the queries themselves as the decoder's input, a final LayerNorm and
+Query2Label's group-wise linear classifier.
 """
 import math
 
