@@ -38,15 +38,24 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    name: str = setting("cam", "cam: 1x1-conv CAM head | q2l: Query2Label transformer head (the q2l_ keys)")
     backbone: str = setting("small_cnn", "resnet18 | resnet34 | resnet50 | mobilenet_v2 (torchvision) | small_cnn "
                                          "(5 conv layers, stride 8: learns the demo from scratch on a CPU)")
     pretrained: str = setting("", "'' | imagenet (torchvision's IMAGENET1K_V1) | another torchvision weights name "
                                   "(IMAGENET1K_V2, DEFAULT) | a local state-dict file, .pth or .safetensors")
     output_stride: int = setting(32, "16 dilates the last stage (resnet50, mobilenet_v2): a CAM twice as fine")
-    head_lr_multiplier: float = setting(10.0, "the 1x1 CAM head's learning rate relative to the trunk (SPEC 2.9)")
+    head_lr_multiplier: float = setting(10.0, "the learning rate of head_parameters() (all but the trunk: the 1x1 "
+                                              "CAM head, or q2l's transformer) relative to the trunk (SPEC 2.9)")
     channels_last: bool = setting(True, "NHWC weights and inputs: faster convolutions on GPUs and oneDNN CPUs")
     sync_batchnorm: bool = setting(False, "BatchNorm statistics over every process's batch: N processes "
                                           "normalise as one does (torch's SyncBatchNorm on GPUs, ours on CPUs)")
+    # Query2Label's sizes (model.name=q2l); the defaults are the authors'
+    q2l_hidden_dim: int = setting(2048, "q2l: width of the projection, the transformer and the label queries")
+    q2l_heads: int = setting(4, "q2l: attention heads; the CAM averages their cross-attention maps")
+    q2l_encoder_layers: int = setting(1, "q2l: self-attention layers over the feature cells")
+    q2l_decoder_layers: int = setting(2, "q2l: label-query layers; the last one's cross-attention makes the CAM")
+    q2l_ffn_dim: int = setting(8192, "q2l: hidden width of each layer's feed-forward block")
+    q2l_dropout: float = setting(0.1, "q2l: dropout on attention weights, residual branches and feed-forward blocks")
 
 
 @dataclass
@@ -159,6 +168,12 @@ RANGES = {
     "data.train_subset": at_least(0),
     "model.head_lr_multiplier": above(0),
     "model.output_stride": between(16, 32),  # 16 or 32: the backbone says which it supports
+    "model.q2l_hidden_dim": at_least(4),  # also a multiple of 4 and of q2l_heads (checked by the model)
+    "model.q2l_heads": at_least(1),
+    "model.q2l_encoder_layers": at_least(0),  # 0: the decoder reads the projected features directly
+    "model.q2l_decoder_layers": at_least(1),  # the CAM needs a last decoder layer
+    "model.q2l_ffn_dim": at_least(1),
+    "model.q2l_dropout": between(0, 1, high_open=True),
     "method.warm_up": at_least(0),
     "method.cam_threshold": between(0, 1, high_open=True),  # 1 or more would mask every pixel
     "method.gap_lambda": between(0, 1, high_open=True),  # 1 would keep the threshold at 0 for ever

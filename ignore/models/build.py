@@ -3,13 +3,25 @@ and the export agree on what a model is."""
 import dataclasses
 
 from ..config import ModelConfig
+from ..errors import SPMLError
 from .cam_model import CAMClassifier
+from .query2label import Query2Label
+
+MODEL_NAMES = ("cam", "q2l")
 
 
 def build_model(model_config, num_classes):
     """The classifier that `model_config` (a ModelConfig) describes, with C outputs."""
-    return CAMClassifier(model_config.backbone, num_classes, model_config.pretrained, model_config.channels_last,
-                         model_config.output_stride)
+    trunk = (model_config.backbone, num_classes, model_config.pretrained, model_config.channels_last,
+             model_config.output_stride)
+    if model_config.name == "cam":
+        return CAMClassifier(*trunk)
+    if model_config.name == "q2l":
+        return Query2Label(*trunk, hidden_dim=model_config.q2l_hidden_dim, heads=model_config.q2l_heads,
+                           encoder_layers=model_config.q2l_encoder_layers,
+                           decoder_layers=model_config.q2l_decoder_layers, ffn_dim=model_config.q2l_ffn_dim,
+                           dropout=model_config.q2l_dropout)
+    raise SPMLError(f"model.name '{model_config.name}' is not one of {MODEL_NAMES}")
 
 
 def model_settings(model_config):

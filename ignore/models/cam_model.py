@@ -3,18 +3,11 @@ import torch
 from torch import nn
 
 from .backbones import build_trunk
+from .classifier import Classifier
 
 
-class CAMClassifier(nn.Module):
-    """forward(images) -> {"logits": (B, C), "cam": (B, C, h, w)}.
-
-    A list of image batches runs one forward per batch (each with its own BatchNorm
-    statistics) inside one call, so DDP sees a single forward per step; `between(output)`,
-    if given, runs on the first batch's output before the next batch goes in (IGNORE's
-    masked pass runs there, so its activations never coexist with the next view's graph).
-    Any model that returns the same dict (a query-based head with attention maps as "cam")
-    plugs into the methods unchanged.
-    """
+class CAMClassifier(Classifier):
+    """The CAM is the 1x1 head applied at every cell; its global average is the logit (SPEC 2.2)."""
 
     def __init__(self, backbone, num_classes, pretrained="", channels_last=False, output_stride=32):
         super().__init__()
@@ -31,14 +24,6 @@ class CAMClassifier(nn.Module):
     def forward_head(self, features):
         cam = self.head(features)
         return {"logits": cam.mean(dim=(2, 3)), "cam": cam}
-
-    def forward(self, images, between=None):
-        if not isinstance(images, (list, tuple)):
-            return self.forward_head(self.forward_features(images))
-        outputs = [self(images[0])]
-        if between is not None:
-            between(outputs[0])
-        return outputs + [self(batch) for batch in images[1:]]
 
     def head_parameters(self):
         return list(self.head.parameters())
