@@ -85,7 +85,7 @@ def test_gradients_reach_the_queries_the_transformer_the_classifier_and_the_trun
     model(torch.randn(4, 3, 32, 32))["logits"].sum().backward()
     for name in ("label_queries", "classifier.weight", "decoder.0.cross_attention.query.weight",
                  "decoder.1.cross_attention.key.weight", "decoder.1.feed_forward.0.weight",
-                 "encoder.0.attention.value.weight", "projection.weight", "trunk.0.weight"):
+                 "encoder.0.attention.value.weight", "projection.weight", "trunk.conv1.weight"):
         gradient = dict(model.named_parameters())[name].grad
         assert gradient is not None and gradient.abs().sum() > 0, name
 
@@ -130,7 +130,7 @@ def test_build_model_reads_the_q2l_keys_and_refuses_bad_ones():
     config = load_config(overrides=["model.name=q2l", "model.q2l_hidden_dim=24", "model.q2l_heads=3",
                                     "model.q2l_encoder_layers=2", "model.q2l_decoder_layers=3", "model.q2l_ffn_dim=16"])
     model = build_model(config.model, 4)
-    assert isinstance(model, Query2Label) and len(model.encoder) == 2 and len(model.decoder) == 3
+    assert isinstance(model.network, Query2Label) and len(model.encoder) == 2 and len(model.decoder) == 3
     assert model.label_queries.shape == (4, 24) and model.decoder[0].feed_forward[0].out_features == 16
     with pytest.raises(SPMLError, match=r"^model.q2l_hidden_dim \(30\) must be a multiple of 4 .* \(4\)$"):
         build_model(load_config(overrides=["model.name=q2l", "model.q2l_hidden_dim=30"]).model, 4)
@@ -153,7 +153,7 @@ def test_two_process_q2l_ignore_run_keeps_thresholds_identical_and_its_export_re
     assert metrics["last_epoch_train"]["rejected"] > 0  # IGNORE rejected something after the warm-up
 
     model = load_exported(tmp_path / "run" / "export")
-    assert isinstance(model, Query2Label) and model.export_info["model"]["name"] == "q2l"
+    assert isinstance(model.network, Query2Label) and model.export_info["model"]["name"] == "q2l"
     data = load_dataset(tiny_dataset)
     images = [Image.open(data.image_root / name) for name in data.splits["test"]["image"]]
     probabilities = predict_probabilities(model, images).numpy()
