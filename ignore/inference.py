@@ -15,6 +15,7 @@ from .data.images import to_rgb
 from .data.views import eval_view
 from .errors import SPMLError
 from .models.build import build_model, model_config_from_export
+from .models.cam_boost import export_logits
 
 
 def load_exported(export_dir, device="cpu"):
@@ -38,4 +39,4 @@ def predict_probabilities(model, images):
     transform = eval_view(info["image_size"], {"mean": info["mean"], "std": info["std"]})
     device = next(model.parameters()).device
     batch = torch.stack([transform(to_rgb(image)) for image in images]).to(device)
-    return torch.sigmoid(model(batch)["logits"].float()).cpu()
+    return torch.sigmoid(export_logits(model(batch), info).float()).cpu()
