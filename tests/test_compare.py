@@ -1,18 +1,19 @@
 """`python -m ignore.compare` end to end on the tiny dataset: 2 methods, 1 seed, a few steps."""
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 from PIL import Image
 
-from ignore.compare import detection, differences
+from ignore.compare import detection, differences, parse_method
 from test_train import REPO
 
 
 def run_compare(*args):
     return subprocess.run([sys.executable, "-m", "ignore.compare", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def table_rows(text):
@@ -96,5 +97,4 @@ def test_differences_name_the_changed_keys_and_ignore_resume():
      ["method.name=ignore", "model.backbone=resnet18", "method.warm_up=1"]),
 ])
 def test_a_method_entry_may_carry_its_own_overrides(entry, label, overrides):
-    from ignore.compare import parse_method
     assert parse_method(entry) == (label, overrides)
