@@ -1,4 +1,5 @@
 """What every method shares: the step interface and the logits-form loss pieces."""
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -60,6 +61,12 @@ def masked_mean(values, mask):
     """Mean of `values` where `mask` holds; 0 (with a gradient path) when nothing is selected."""
     mask = mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def entry_mean(values):
+    """Mean over all B x C entries, the baselines' reduction; through masked_mean so that both
+    normalise the same way."""
+    return masked_mean(values, torch.ones_like(values, dtype=torch.bool))
 
 
 def observed_positive(batch):

@@ -15,7 +15,7 @@ as theirs.
 import torch
 import torch.nn.functional as F
 
-from .base import Method, bce, false_negatives, observed_positive, weak_logits
+from .base import Method, bce, entry_mean, false_negatives, observed_positive, weak_logits
 from .row_state import write_shared_rows
 
 
@@ -57,7 +57,7 @@ class EntropyMaximisation(Method):
                               [torch.sigmoid(logits.detach()), unannotated & (batch["observed"] == 0),
                                torch.ones_like(rows, dtype=torch.bool)])
             counts = {"pseudo_negatives": pseudo.sum(), "pseudo_negative_true_fn": (pseudo & false_negatives(batch)).sum()}
-        loss = loss_matrix.mean()
+        loss = entry_mean(loss_matrix)
         return {"loss": loss, "logits": logits.detach(), "parts": {"loss_em": loss.detach()}, "counts": counts}
 
     @torch.no_grad()

@@ -3,7 +3,7 @@ regulariser that pulls the batch's mean number of predicted positives toward k."
 import torch
 
 from ..errors import SPMLError
-from .base import Method, bce, observed_positive, weak_logits
+from .base import Method, bce, entry_mean, observed_positive, weak_logits
 
 
 def expected_positives(config, positives_per_image):
@@ -30,7 +30,7 @@ class ExpectedPositiveRegulariser(Method):
         _, logits = weak_logits(model, batch)
         positive = observed_positive(batch)
         # the positives' BCE summed, over all B x C entries as the authors (unannotated entries add 0)
-        loss_positive = (bce(logits, torch.ones_like(logits)) * positive).mean()
+        loss_positive = entry_mean(bce(logits, torch.ones_like(logits)) * positive)
         loss_epr = expected_positive_regulariser(torch.sigmoid(logits), self.k, self.num_classes)
         loss = loss_positive + loss_epr
         parts = {"loss_positive": loss_positive.detach(), "loss_epr": loss_epr.detach()}

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .base import DETECTION_RATIOS, Method, bce, detection_counts, observed_positive
+from .base import DETECTION_RATIOS, Method, bce, detection_counts, entry_mean, observed_positive
 from .row_state import write_shared_rows
 
 CORRECTIONS = ("reject", "temporary", "permanent")
@@ -61,7 +61,7 @@ class LargeLoss(Method):
         if self.correction == "permanent":
             write_shared_rows(self.accelerator, batch["index"], [self.corrected],
                               [self.corrected[batch["index"]] | flagged])
-        loss = loss_matrix.mean()  # over all B x C entries, rejected ones counting 0, as the authors
+        loss = entry_mean(loss_matrix)  # over all B x C entries, rejected ones counting 0, as the authors
         counts = detection_counts(flagged, batch)
         if self.correction == "permanent":
             counts["corrected_seen"] = (positive & ~observed_positive(batch)).sum()  # corrected before this step

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from .base import Method, bce, observed_positive, weak_logits
+from .base import Method, bce, entry_mean, observed_positive, weak_logits
 from .epr import expected_positive_regulariser, expected_positives
 from .row_state import write_shared_rows
 
@@ -70,8 +70,8 @@ def role_losses(logits, theta, positive, k, num_classes):
     """(network loss, estimate loss): each side learns against the other side detached."""
     predictions, estimates = torch.sigmoid(logits), torch.sigmoid(theta)
     ones = torch.ones_like(logits)
-    network = 0.5 * (bce(logits, ones) * positive + bce(logits, estimates.detach())).mean()
+    network = 0.5 * entry_mean(bce(logits, ones) * positive + bce(logits, estimates.detach()))
     network = network + 0.5 * expected_positive_regulariser(predictions, k, num_classes)
-    labels = 0.5 * (bce(theta, ones) * positive + bce(theta, predictions.detach())).mean()
+    labels = 0.5 * entry_mean(bce(theta, ones) * positive + bce(theta, predictions.detach()))
     labels = labels + 0.5 * expected_positive_regulariser(estimates, k, num_classes)
     return network, labels
