@@ -77,3 +77,24 @@ def test_boostlu_export_reproduces_the_boosted_test_scores(tiny_dataset, tmp_pat
     boosted = torch.sigmoid(torch.where(output["cam"] > 0, 5 * output["cam"], output["cam"]).mean(dim=(2, 3)))
     np.testing.assert_allclose(predict_probabilities(model, images).numpy(), boosted.numpy(), atol=1e-6)
     assert (boosted - torch.sigmoid(output["logits"])).abs().max() > 1e-3  # the boost changes the scores
+
+
+def test_resume_on_two_processes_keeps_the_corrections_on_their_dataset_rows(tiny_dataset, tmp_path):
+    # one process, batch 8, stopped at step 6 (mid epoch 1); resumed on two processes of batch 4 (the same
+    # global batch). The steps left, 7 and 8, read positions 16..31 of epoch 1's order: new corrections can
+    # only land on those rows, and the ones made before must all still be there.
+    run = tmp_path / "run"
+    settings = [*STATEFUL["ll_cp"]]
+    first = run_train(*tiny_run_overrides(tiny_dataset, run, *settings, "train.max_steps=6"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = final_state(run)[2]["corrected"]
+    launcher = (PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "train.py")
+    second = run_train(*tiny_run_overrides(tiny_dataset, run, *settings, "train.batch_size=4", "train.resume=auto"),
+                       launcher=launcher)
+    assert second.returncode == 0, second.stderr[-3000:]
+    after = final_state(run)[2]["corrected"]
+    assert before.any() and (after & before).equal(before)
+    last_rows = torch.randperm(32, generator=torch.Generator().manual_seed(0 + 1))[16:].tolist()  # seed 0, epoch 1
+    new_rows = sorted(set((after & ~before).nonzero()[:, 0].tolist()))
+    assert new_rows and set(new_rows) <= set(last_rows)
