@@ -98,7 +98,8 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
     """Epochs from where the progress stands: train, validate, keep the best, checkpoint."""
     accelerator, progress, config = run.accelerator, run.progress, run.config.train
     output_dir = Path(config.output_dir)
-    last_epoch, skipped = {}, 0
+    last_epoch = progress.history[-1]["train"] if progress.history else {}  # a run resumed after its last epoch
+    skipped = 0
     with tqdm(total=steps_per_epoch * config.epochs, initial=progress.global_step,
               disable=not accelerator.is_main_process, desc="train") as bar:  # closed before any error line
         while progress.epoch < config.epochs and not reached_max_steps(run):

@@ -104,13 +104,19 @@ def detection(train):
     return counts[true_fn] / counts[chosen], counts[true_fn] / counts["false_negatives"]
 
 
+def last_epoch(run):
+    """The last finished epoch's train summary (kept in the checkpointed history, so also there
+    for a run resumed after its last epoch)."""
+    return run["epochs"][-1]["train"] if run.get("epochs") else run["last_epoch_train"]
+
+
 def summarise(results, seeds):
     """One row a method: {label, map (per seed), mean, std, CF1, OF1, seconds, fn_precision, fn_recall}."""
     rows = []
     for label, by_seed in results.items():
         runs = [by_seed[seed] for seed in seeds]
         maps = np.array([run["test"]["mAP"] for run in runs])
-        found = [detection(run["last_epoch_train"]) for run in runs]
+        found = [detection(last_epoch(run)) for run in runs]
         precision = [p for p, _ in found if p is not None]
         recall = [r for _, r in found if r is not None]
         rows.append({
@@ -152,7 +158,7 @@ def rejection_summary(results, seeds):
         headroom = test_map["oracle_reject"] - test_map["never_reject"]
         share = f"{100 * gain.mean() / headroom.mean():.0f}%" if headroom.mean() > 0 else "n/a (no headroom)"
         lines.append(f"oracle_reject - never_reject: mean {headroom.mean():+.2f}; IGNORE closes {share} of it (means)")
-    aurocs = [results["ignore"][seed]["last_epoch_train"].get("gap_auroc") for seed in seeds]
+    aurocs = [last_epoch(results["ignore"][seed]).get("gap_auroc") for seed in seeds]
     if None not in aurocs:
         lines.append(f"ignore gap AUROC (last epoch): mean {np.mean(aurocs):.3f}, per seed "
                      f"{' / '.join(f'{value:.3f}' for value in aurocs)}")

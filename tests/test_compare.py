@@ -44,7 +44,7 @@ def test_compare_writes_the_table_and_chart_from_the_runs_and_reuses_them(tiny_d
         assert per_seed == f"{metrics['test']['mAP']:.2f}"
         assert (cf1, of1) == (f"{metrics['test']['CF1']:.2f}", f"{metrics['test']['OF1']:.2f}")
         assert seconds == f"{metrics['train_seconds']:.0f}"
-        train = metrics["last_epoch_train"]
+        train = metrics["epochs"][-1]["train"]
         if method == "an":  # rejects and corrects nothing
             assert (fn_precision, fn_recall) == ("-", "-")
         else:  # 10% of the entries rejected in the second epoch
