@@ -22,7 +22,7 @@ from ignore.checkpoint import (EXPORT, Progress, export_model, network, resolve_
                                write_json_atomic)
 from ignore.config import config_help, flattened, load_config, save_config, scaled_lr
 from ignore.cpu_threads import use_all_cores_if_launcher_chose_one
-from ignore.data.loading import build_loaders, load_spml_data, preview_batch
+from ignore.data.loading import build_loaders, load_spml_data, preview_batch, training_rows
 from ignore.detection import histogram
 from ignore.engine import Run, evaluate, train_one_epoch
 from ignore.errors import SPMLError, exit_on_error
@@ -64,11 +64,14 @@ def main(argv=None):
     if config.model.sync_batchnorm and accelerator.num_processes > 1:
         model = synchronise_batchnorm(model, accelerator.device)
     normalisation = model.normalisation
-    method = build_method(config.method, num_classes, accelerator, seed=config.train.seed, normalisation=normalisation)
-    train_loader, val_loader, test_loader = build_loaders(data, config.data, method.views, config.train.batch_size,
-                                                          config.train.seed, normalisation)
     global_batch = config.train.batch_size * accelerator.num_processes * accelerator.gradient_accumulation_steps
     lr = scaled_lr(config.optim, global_batch)
+    train_labels = np.asarray(training_rows(data, config.data)["labels"], dtype=np.float64)
+    method = build_method(config.method, num_classes, accelerator, seed=config.train.seed, normalisation=normalisation,
+                          num_train_rows=len(train_labels), positives_per_image=float(train_labels.sum(1).mean()),
+                          lr=lr, epochs=config.train.epochs)
+    train_loader, val_loader, test_loader = build_loaders(data, config.data, method.views, config.train.batch_size,
+                                                          config.train.seed, normalisation)
     optimizer = build_optimizer(model, config.optim, config.model.head_lr_multiplier, lr)
     model, optimizer, train_loader, val_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, val_loader, test_loader)
@@ -97,7 +100,8 @@ def main(argv=None):
                    "image_size": config.data.image_size,
                    **normalisation, "method": config.method.name, "source": data.meta["source"],
                    "training": {"command": training_command(argv, accelerator.num_processes),
-                                "num_processes": accelerator.num_processes, "config": dataclasses.asdict(config)}}
+                                "num_processes": accelerator.num_processes, "config": dataclasses.asdict(config)},
+                   **method.export_settings()}
     preview = send_to_device(preview_batch(data, config.data, normalisation), accelerator.device)
     started = time.time()
     last_epoch, skipped = fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview)
@@ -120,7 +124,8 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
     """Epochs from where the progress stands: train, validate, keep the best, checkpoint."""
     accelerator, progress, config = run.accelerator, run.progress, run.config.train
     output_dir = Path(config.output_dir)
-    last_epoch, skipped = {}, 0
+    last_epoch = progress.history[-1]["train"] if progress.history else {}  # a run resumed after its last epoch
+    skipped = 0
     with tqdm(total=steps_per_epoch * config.epochs, initial=progress.global_step,
               disable=not accelerator.is_main_process, desc="train") as bar:  # closed before any error line
         while progress.epoch < config.epochs and not reached_max_steps(run):
@@ -132,7 +137,7 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
             accelerator.log({f"epoch/{name}": value for name, value in last_epoch.items()}, step=progress.global_step)
             if progress.step_in_epoch < steps_per_epoch:
                 break  # stopped by train.max_steps inside the epoch: no evaluation
-            val_metrics, _ = evaluate(run.model, val_loader, accelerator)
+            val_metrics, _ = evaluate(run.model, val_loader, accelerator, run.method.eval_logits)
             accelerator.log({"val/mAP": val_metrics["mAP"]}, step=progress.global_step)
             log_pictures(run, preview)
             log_histograms(run, result.detection)
@@ -189,7 +194,7 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
     accelerator, output_dir = run.accelerator, Path(run.config.train.output_dir)
     accelerator.wait_for_everyone()
     network(accelerator, run.model).load_state_dict(load_file(str(output_dir / EXPORT / "model.safetensors")))
-    test_metrics, test_scores = evaluate(run.model, test_loader, accelerator)
+    test_metrics, test_scores = evaluate(run.model, test_loader, accelerator, run.method.eval_logits)
     skipped = int(accelerator.reduce(torch.tensor(skipped, device=accelerator.device), reduction="sum"))  # all ranks
     summary = {"method": run.config.method.name, "best_epoch": run.progress.best_epoch,
                "best_val_mAP": run.progress.best_val_map, "test": test_metrics, "last_epoch_train": last_epoch,

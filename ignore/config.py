@@ -89,6 +89,21 @@ class MethodConfig:
                                              "running ones untouched; 'eval' = running statistics")
     batched_views: bool = setting(False, "weak and strong views in ONE forward: fewer launches, BatchNorm "
                                          "statistics shared by both views")
+    # The baselines (SPEC 3), their authors' defaults (VOC values where they differ by dataset)
+    ls_epsilon: float = setting(0.1, "an_ls: targets 1 - eps for positives and eps for assumed negatives (Cole et al.)")
+    epr_expected_positives: float = setting(0.0, "epr, role: k, the expected positives per image; 0 = the clean "
+                                                 "training labels' mean, as Cole et al.")
+    role_lr_multiplier: float = setting(10.0, "role: the label estimates' Adam learning rate over the backbone's")
+    em_alpha: float = setting(0.2, "em, em_apl: weight of the entropy of the unannotated labels "
+                                   "(0.1 COCO, NUS; 0.01 CUB)")
+    apl_beta: float = setting(0.02, "em_apl: weight of the pseudo-negative loss (0.9 COCO, 0.2 NUS, 0.4 CUB)")
+    apl_negative_share: float = setting(0.9, "em_apl: share of each class's unannotated labels pseudo-labelled "
+                                             "negative by the end")
+    ll_delta_rel: float = setting(0.2, "ll_*, boostlu: the percent of entries rejected/corrected grows this much "
+                                       "per epoch")
+    boostlu_alpha: float = setting(5.0, "boostlu: positive CAM values are multiplied by this, in training and at "
+                                        "inference")
+    boostlu_base: str = setting("ll_r", "boostlu: the Large Loss variant it trains with (ll_r | ll_ct | ll_cp)")
 
 
 @dataclass
@@ -181,6 +196,14 @@ RANGES = {
     "method.weight_spbc": at_least(0),
     "method.weight_ign": at_least(0),
     "method.weight_reg": at_least(0),
+    "method.ls_epsilon": between(0, 0.5, high_open=True),  # 0.5 would make every target 0.5
+    "method.epr_expected_positives": at_least(0),
+    "method.role_lr_multiplier": above(0),
+    "method.em_alpha": at_least(0),
+    "method.apl_beta": at_least(0),
+    "method.apl_negative_share": between(0, 1),
+    "method.ll_delta_rel": between(0, 100),
+    "method.boostlu_alpha": above(0),
     "optim.lr": above(0),
     "optim.reference_batch_size": at_least(1),
     "optim.weight_decay": at_least(0),

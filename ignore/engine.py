@@ -116,8 +116,11 @@ def log_interval(run, meter, step):
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator):
-    """Metrics on clean labels over the whole split, from every rank, padding dropped."""
+def evaluate(model, loader, accelerator, eval_logits=lambda output: output["logits"]):
+    """Metrics on clean labels over the whole split, from every rank, padding dropped.
+
+    eval_logits: the method's (Method.eval_logits), which BoostLU changes.
+    """
     model.eval()
     scores, labels = [], []
     for batch in loader:
@@ -125,7 +128,7 @@ def evaluate(model, loader, accelerator):
             raise SPMLError(f"unreadable evaluation images (rows {batch['skipped'].tolist()}): "
                             "metrics would silently cover fewer images")
         with accelerator.autocast():
-            logits = model(batch["image"])["logits"]
+            logits = eval_logits(model(batch["image"]))
         batch_scores, batch_labels = accelerator.gather_for_metrics((torch.sigmoid(logits.float()), batch["labels"]))
         scores.append(batch_scores.cpu())
         labels.append(batch_labels.cpu())

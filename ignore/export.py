@@ -28,6 +28,7 @@ from torch import nn
 from .errors import SPMLError, exit_on_error
 from .files import write_text_atomic
 from .models.build import build_model, model_config_from_export
+from .models.cam_boost import export_logits
 
 # 2: torchvision's layer names in the trunk and a model card; 1 (no key): positional trunk names
 EXPORT_VERSION = 2
@@ -61,7 +62,9 @@ class SPMLClassifier(nn.Module, PyTorchModelHubMixin, library_name="ignore-spml"
         self.export_info = config
 
     def forward(self, images):
-        return self.network(images)
+        """The network's output, with the logits it scores with (BoostLU's boosted CAM when trained so)."""
+        output = self.network(images)
+        return {**output, "logits": export_logits(output, self.export_info)}
 
     def _save_pretrained(self, save_directory):
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.network.state_dict().items()}

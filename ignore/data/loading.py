@@ -23,15 +23,21 @@ def load_spml_data(data_config, accelerator):
     return load_dataset(path, data_config.image_root or None)
 
 
+def training_rows(data, data_config):
+    """The training split the loader reads: all of it, or its first data.train_subset rows."""
+    train_split = data.splits["train"]
+    if data_config.train_subset:
+        train_split = train_split.select(range(min(data_config.train_subset, len(train_split))))
+    return train_split
+
+
 def build_loaders(data, data_config, method_views, batch_size, seed, normalisation):
     """Train loader (shuffled by (seed, epoch), the method's views) and val/test loaders."""
     size = data_config.image_size
     train_views = {"weak": weak_view(size, normalisation)}
     if "strong" in method_views:
         train_views["strong"] = strong_view(size, normalisation)
-    train_split = data.splits["train"]
-    if data_config.train_subset:
-        train_split = train_split.select(range(min(data_config.train_subset, len(train_split))))
+    train_split = training_rows(data, data_config)
     workers = data_config.num_workers
     common = dict(num_workers=workers, pin_memory=torch.cuda.is_available(),
                   persistent_workers=workers > 0, collate_fn=collate_skipping)

@@ -1,4 +1,5 @@
 """What every method shares: the step interface and the logits-form loss pieces."""
+import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
@@ -15,25 +16,40 @@ class Method(nn.Module):
     bool, "targets": (B, C) bool}: scores of suspected false negatives, which the loop turns
     into per-epoch AUROCs); `ratios` names the logged ratios of two counts. `views` lists the dataset
     views the step reads. Any state that must survive a resume lives in buffers of the
-    method, which the trainer registers for checkpointing.
+    method, which the trainer registers for checkpointing; state kept per training image is
+    indexed by the dataset row (batch["index"]) and shared by every rank (row_state.py).
     """
 
     views = ("weak",)
     ratios = {}
 
-    def __init__(self, config, num_classes, accelerator, seed=0, normalisation=IMAGENET):
+    def __init__(self, config, num_classes, accelerator, seed=0, normalisation=IMAGENET, num_train_rows=0,
+                 positives_per_image=0.0, lr=0.0, epochs=1):
         super().__init__()
         self.config = config
         self.num_classes = num_classes
         self.accelerator = accelerator
         self.seed = seed  # train.seed, for methods that draw random numbers
         self.normalisation = normalisation  # the input normalisation, for pictures and fills
+        self.num_train_rows = num_train_rows  # rows of the training split: per-image state
+        self.positives_per_image = positives_per_image  # mean clean positives per training image (EPR's k)
+        self.lr = lr  # the backbone's learning rate after batch scaling (ROLE's label estimates)
+        self.epochs = epochs  # train.epochs (APL's labelling schedule)
 
     def step(self, model, batch, epoch):
         raise NotImplementedError
 
     def pictures(self, model, batch):
         """{tag: (3, H, W) image in [0, 1]} for TensorBoard; most methods have none."""
+        return {}
+
+    def eval_logits(self, output):
+        """The logits evaluation scores, from the model's output dict: its "logits" for most
+        methods; a method that changes them at inference (BoostLU) says so in export_settings."""
+        return output["logits"]
+
+    def export_settings(self):
+        """What an export needs to score as evaluation does (merged into its config.json)."""
         return {}
 
 
@@ -58,6 +74,12 @@ def masked_mean(values, mask):
     if processes > 1:
         dist.all_reduce(count)
     return (values * mask).sum() * processes / count.clamp(min=1.0)
+
+
+def entry_mean(values):
+    """Mean over all B x C entries, the baselines' reduction; through masked_mean so that both
+    normalise the same way."""
+    return masked_mean(values, torch.ones_like(values, dtype=torch.bool))
 
 
 def observed_positive(batch):

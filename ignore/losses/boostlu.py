@@ -1,0 +1,28 @@
+"""BoostLU (Kim et al., CVPR 2023): a Large Loss variant trained and evaluated on boosted CAMs.
+
+The positive values of the class activation maps are multiplied by alpha (5) before the
+global average, which enlarges the attributions of the positive regions; the authors apply
+it in training and at inference, so its `eval_logits` and the export (cam_boost.py) do too.
+It needs a model whose logits are the global average of its "cam" (the CAM classifier).
+"""
+from ..errors import SPMLError
+from ..models.cam_boost import EXPORT_KEY, boosted_logits
+from .large_loss import LargeLoss
+
+BASES = {"ll_r": "reject", "ll_ct": "temporary", "ll_cp": "permanent"}
+
+
+class BoostLU(LargeLoss):
+    def __init__(self, config, num_classes, accelerator, **context):
+        if config.boostlu_base not in BASES:
+            raise SPMLError(f"method.boostlu_base must be one of {sorted(BASES)}, got '{config.boostlu_base}'")
+        super().__init__(config, num_classes, accelerator, correction=BASES[config.boostlu_base], **context)
+
+    def logits(self, output):
+        return boosted_logits(output["cam"].float(), self.config.boostlu_alpha)
+
+    def eval_logits(self, output):
+        return boosted_logits(output["cam"].float(), self.config.boostlu_alpha)
+
+    def export_settings(self):
+        return {EXPORT_KEY: self.config.boostlu_alpha}

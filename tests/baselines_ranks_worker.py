@@ -1,0 +1,75 @@
+"""Launched by test_baselines_ranks.py under `accelerate launch --num_processes 2`.
+
+1. write_shared_rows with uneven shards (rank 0 two rows, rank 1 one) that share a row.
+2. role, ll_cp and em_apl steps on each rank's shard of the same global batches (one step
+   with uneven shards); every buffer of every method is then gathered as hex floats.
+Rank 0 writes the JSON file named on the command line.
+"""
+import json
+import sys
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from ignore.config import MethodConfig
+from ignore.losses.registry import build_method
+from ignore.losses.row_state import write_shared_rows
+
+NUM_ROWS, NUM_CLASSES = 16, 4
+SHARDS = [(4, 4), (4, 4), (5, 3), (4, 4)]  # images of each rank in each step of an epoch
+
+
+class ImageIsCAM(nn.Module):
+    def forward(self, images):
+        return {"cam": images, "logits": images.mean(dim=(2, 3))}
+
+
+def global_batch(epoch, step):
+    generator = torch.Generator().manual_seed(100 * epoch + step)
+    size = sum(SHARDS[step])
+    rows = torch.randperm(NUM_ROWS, generator=generator)[:size]
+    images = torch.randn(size, NUM_CLASSES, 1, 2, generator=generator) * 2
+    observed = torch.zeros(size, NUM_CLASSES)
+    observed[torch.arange(size), rows % NUM_CLASSES] = 1  # a row's observed positive never changes
+    labels = ((observed + (torch.rand(size, NUM_CLASSES, generator=generator) < 0.4)) > 0).float()
+    return {"weak": images, "observed": observed, "labels": labels, "index": rows}
+
+
+def main(out_path):
+    accelerator = Accelerator(cpu=True)
+    rank = accelerator.process_index
+    result = {}
+
+    shared = torch.zeros(5, 2)
+    rows, values = (torch.tensor([3, 1]), torch.tensor([[10.0, 10.5], [11.0, 11.5]])) if rank == 0 else \
+        (torch.tensor([1]), torch.tensor([[20.0, 20.5]]))
+    write_shared_rows(accelerator, rows, [shared], [values])
+    result["shared"] = accelerator.gather(shared[None]).tolist()
+
+    context = dict(num_train_rows=NUM_ROWS, positives_per_image=1.5, lr=0.01, epochs=3, seed=7)
+    for name, settings in (("role", {}), ("ll_cp", {"ll_delta_rel": 10.0}), ("em_apl", {"warm_up": 1})):
+        method = build_method(MethodConfig(name=name, **settings), NUM_CLASSES, accelerator, **context)
+        model = ImageIsCAM()
+        seen_by_rank1 = set()
+        for epoch in range(3):
+            for step in range(len(SHARDS)):
+                batch = global_batch(epoch, step)
+                start = sum(SHARDS[step][:rank])
+                shard = {key: value[start:start + SHARDS[step][rank]] for key, value in batch.items()}
+                seen_by_rank1 |= set(batch["index"][SHARDS[step][0]:].tolist())
+                method.step(model, shard, epoch)
+        state = torch.cat([buffer.double().flatten() for buffer in method.buffers()])
+        every_rank = accelerator.gather(state[None])
+        result[name] = {"ranks": [[value.hex() for value in row.tolist()] for row in every_rank],
+                        "buffers": {key: value.double().tolist() for key, value in method.state_dict().items()},
+                        "rows_seen_by_rank1": sorted(seen_by_rank1)}
+    if accelerator.is_main_process:
+        with open(out_path, "w") as handle:
+            json.dump(result, handle)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

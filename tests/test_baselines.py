@@ -1,0 +1,241 @@
+"""The baselines' steps on 2x3 tensors, against values worked out by hand.
+
+The stand-in network's CAM is the image itself (one 1x2 channel per class) and its logits
+are the CAM's mean, so every logit can be read off the pixels:
+
+    image 0 (row 5), observed class 0: CAMs [2, 0], [1, -1], [-2, -2] -> logits [1, 0, -2]
+    image 1 (row 2), observed class 2: CAMs [1, 0], [3, 1],  [-1, 1]  -> logits [0.5, 2, 0]
+
+Clean labels: image 0 also has class 1, image 1 also class 1: two false negatives, at
+(0, 1) with logit 0 and at (1, 1) with logit 2. With sp(x) = log(1 + e^x), the BCE of a
+logit z is sp(-z) against target 1 and sp(z) against target 0.
+"""
+import math
+
+import pytest
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from ignore.config import MethodConfig
+from ignore.errors import SPMLError
+from ignore.losses.registry import build_method
+from ignore.losses.row_state import first_writers
+from ignore.models.cam_boost import EXPORT_KEY, export_logits
+
+IMAGES = torch.tensor([
+    [[[2.0, 0.0]], [[1.0, -1.0]], [[-2.0, -2.0]]],
+    [[[1.0, 0.0]], [[3.0, 1.0]], [[-1.0, 1.0]]],
+])
+LOGITS = [[1.0, 0.0, -2.0], [0.5, 2.0, 0.0]]
+OBSERVED = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+LABELS = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+POSITIVE = [[1, 0, 0], [0, 0, 1]]
+ROWS = torch.tensor([5, 2])  # dataset rows of the two images
+NUM_TRAIN_ROWS = 8
+
+
+class ImageIsCAM(nn.Module):
+    def forward(self, images):
+        return {"cam": images, "logits": images.mean(dim=(2, 3))}
+
+
+def sp(x):
+    return math.log1p(math.exp(x))
+
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def batch():
+    return {"weak": IMAGES.clone(), "observed": OBSERVED.clone(), "labels": LABELS.clone(), "index": ROWS.clone()}
+
+
+@pytest.fixture(scope="module")
+def accelerator():
+    return Accelerator(cpu=True)
+
+
+def make(name, accelerator, **config):
+    context = dict(num_train_rows=NUM_TRAIN_ROWS, positives_per_image=2.0, lr=0.01, epochs=3)
+    return build_method(MethodConfig(name=name, **config), 3, accelerator, **context)
+
+
+def loss_of(method, epoch=0):
+    return method.step(ImageIsCAM(), batch(), epoch)
+
+
+def entries():
+    """(z, observed positive) of the six entries, image-major."""
+    return [(LOGITS[i][c], POSITIVE[i][c]) for i in range(2) for c in range(3)]
+
+
+def test_an_ls_smooths_both_targets_by_epsilon(accelerator):
+    # targets 0.9 (positive) and 0.1 (assumed negative): BCE = t sp(-z) + (1 - t) sp(z)
+    expected = sum((0.9 if positive else 0.1) * sp(-z) + (0.1 if positive else 0.9) * sp(z)
+                   for z, positive in entries()) / 6
+    # written out: (0.9 sp(-1) + 0.1 sp(1)) + 0.1 sp(0) + 0.9 sp(0) + (0.1 sp(2) + 0.9 sp(-2)) + ...
+    assert expected == pytest.approx((0.9 * sp(-1) + 0.1 * sp(1) + math.log(2) + 0.1 * sp(2) + 0.9 * sp(-2)
+                                      + 0.1 * sp(-0.5) + 0.9 * sp(0.5) + 0.1 * sp(-2) + 0.9 * sp(2)
+                                      + math.log(2)) / 6)
+    assert loss_of(make("an_ls", accelerator))["loss"].item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_wan_weighs_each_assumed_negative_one_over_c_minus_1(accelerator):
+    expected = (sp(-1) + sp(0) / 2 + sp(-2) / 2 + sp(0.5) / 2 + sp(2) / 2 + sp(0)) / 6  # C - 1 = 2
+    assert loss_of(make("wan", accelerator))["loss"].item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_epr_is_the_positives_plus_the_squared_distance_to_k(accelerator):
+    positives = (sp(-1) + sp(0)) / 6  # observed positives at (0, 0) z=1 and (1, 2) z=0, over 6 entries
+    row_sums = [sigmoid(1) + sigmoid(0) + sigmoid(-2), sigmoid(0.5) + sigmoid(2) + sigmoid(0)]
+    regulariser = ((row_sums[0] + row_sums[1]) / 2 - 1.5) ** 2 / 3 ** 2
+    output = loss_of(make("epr", accelerator, epr_expected_positives=1.5))
+    assert output["parts"]["loss_positive"].item() == pytest.approx(positives, rel=1e-6)
+    assert output["parts"]["loss_epr"].item() == pytest.approx(regulariser, rel=1e-5)
+    assert output["loss"].item() == pytest.approx(positives + regulariser, rel=1e-6)
+    # k = 0 takes the training split's mean number of positives (the context's 2.0)
+    assert make("epr", accelerator).k == 2.0
+
+
+def test_epr_without_any_k_is_one_error_line(accelerator):
+    with pytest.raises(SPMLError, match="method.epr_expected_positives is 0"):
+        build_method(MethodConfig(name="epr"), 3, accelerator, num_train_rows=8)
+
+
+def entropy(z):
+    p = sigmoid(z)
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+def test_em_maximises_the_entropy_of_the_unannotated_labels(accelerator):
+    expected = (sp(-1) - 0.2 * entropy(0) - 0.2 * entropy(-2) - 0.2 * entropy(0.5) - 0.2 * entropy(2) + sp(0)) / 6
+    assert loss_of(make("em", accelerator))["loss"].item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_em_apl_trains_pseudo_negatives_toward_their_soft_target(accelerator):
+    method = make("em_apl", accelerator, warm_up=1)
+    method.pseudo_negative[2, 0] = True  # image 1 (row 2), class 0, labelled with score 0.25
+    method.pseudo_target[2, 0] = 0.25
+    # (1, 0): beta * BCE(0.5, 0.25) = 0.02 (0.25 sp(-0.5) + 0.75 sp(0.5)) instead of the entropy term
+    expected = (sp(-1) - 0.2 * entropy(0) - 0.2 * entropy(-2) + 0.02 * (0.25 * sp(-0.5) + 0.75 * sp(0.5))
+                - 0.2 * entropy(2) + sp(0)) / 6
+    output = loss_of(method, epoch=0)
+    assert output["loss"].item() == pytest.approx(expected, rel=1e-6)
+    assert output["counts"]["pseudo_negatives"].item() == 1 and output["counts"]["pseudo_negative_true_fn"].item() == 0
+    # the step recorded the rows' scores for the next labelling
+    assert method.visited.tolist() == [False, False, True, False, False, True, False, False]
+    assert method.scores[5].tolist() == pytest.approx([sigmoid(1), sigmoid(0), sigmoid(-2)])
+    assert method.observed_unknown[2].tolist() == [True, True, False]
+
+
+def test_apl_labels_each_class_lowest_scores_once_an_epoch_from_the_warm_up(accelerator):
+    # 4 rows, all visited; class 0 has 4 unannotated rows, class 1 has 2 (rows 0 and 1 observed positive).
+    # epochs 3, warm-up 1: 2 rounds; share 1.0 -> per round floor(4 / 2) = 2 of class 0, floor(2 / 2) = 1 of class 1
+    method = build_method(MethodConfig(name="em_apl", warm_up=1, apl_negative_share=1.0), 2, accelerator,
+                          num_train_rows=4, epochs=3)
+    method.visited.fill_(True)
+    method.observed_unknown.copy_(torch.tensor([[True, False], [True, False], [True, True], [True, True]]))
+    method.scores.copy_(torch.tensor([[0.4, 0.9], [0.1, 0.9], [0.3, 0.6], [0.2, 0.5]]))
+    method.label_before_epoch(0)  # before the warm-up ends: nothing
+    assert not method.pseudo_negative.any()
+    method.label_before_epoch(1)
+    assert method.pseudo_negative.tolist() == [[False, False], [True, False], [False, False], [True, True]]
+    assert method.pseudo_target[:, 0].tolist() == pytest.approx([0, 0.1, 0, 0.2])
+    method.label_before_epoch(1)  # once an epoch, also when called again (a resumed epoch)
+    assert method.pseudo_negative.sum().item() == 3
+    method.label_before_epoch(2)  # the next two of class 0, the last of class 1
+    assert torch.equal(method.pseudo_negative, method.observed_unknown)  # every unannotated label by the end
+    assert method.pseudo_target.flatten().tolist() == pytest.approx([0.4, 0, 0.1, 0, 0.3, 0.6, 0.2, 0.5])
+
+
+# Large Loss, ll_delta_rel 20 (%): epoch 1 modifies ceil(6 x 0.2) = 2 of the 6 entries, the largest
+# assumed-negative losses: (1, 1) sp(2) = 2.13 and (1, 0) sp(0.5) = 0.97 (not (0, 1) sp(0) = 0.69, (0, 2) sp(-2)).
+AN_LOSS = (sp(-1) + sp(0) + sp(-2) + sp(0.5) + sp(2) + sp(0)) / 6
+CORRECTED_LOSS = (sp(-1) + sp(0) + sp(-2) + sp(-0.5) + sp(-2) + sp(0)) / 6  # (1, 0), (1, 1) as positives
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("ll_r", (sp(-1) + sp(0) + sp(-2) + 0 + 0 + sp(0)) / 6),
+    ("ll_ct", CORRECTED_LOSS),
+    ("ll_cp", CORRECTED_LOSS),
+])
+def test_large_loss_modifies_the_largest_assumed_negative_losses(accelerator, name, expected):
+    method = make(name, accelerator, ll_delta_rel=20.0)
+    assert loss_of(method, epoch=0)["loss"].item() == pytest.approx(AN_LOSS, rel=1e-6)  # rate 0 in epoch 0
+    output = loss_of(method, epoch=1)
+    assert output["loss"].item() == pytest.approx(expected, rel=1e-6)
+    counts = {key: value.item() for key, value in output["counts"].items()}
+    # flagged (1, 1) is a false negative, (1, 0) is not; the false negatives are (0, 1) and (1, 1)
+    assert (counts["flagged"], counts["flagged_true_fn"], counts["false_negatives"]) == (2, 1, 2)
+
+
+def test_ll_cp_corrections_persist_to_a_later_epoch_and_ll_ct_ones_do_not(accelerator):
+    permanent, temporary = make("ll_cp", accelerator, ll_delta_rel=20.0), make("ll_ct", accelerator, ll_delta_rel=20.0)
+    for method in (permanent, temporary):
+        loss_of(method, epoch=1)
+        method.config.ll_delta_rel = 0.0  # a later epoch that corrects nothing new
+    assert permanent.corrected.nonzero().tolist() == [[2, 0], [2, 1]]  # image 1 is dataset row 2
+    assert loss_of(permanent, epoch=2)["loss"].item() == pytest.approx(CORRECTED_LOSS, rel=1e-6)
+    assert loss_of(temporary, epoch=2)["loss"].item() == pytest.approx(AN_LOSS, rel=1e-6)
+    assert not hasattr(temporary, "corrected")
+
+
+def test_boostlu_multiplies_positive_cam_values_by_alpha_in_training_and_evaluation(accelerator):
+    # alpha 5: [2, 0] -> 5; [1, -1] -> 2; [-2, -2] -> -2; [1, 0] -> 2.5; [3, 1] -> 10; [-1, 1] -> 2
+    boosted = [[5.0, 2.0, -2.0], [2.5, 10.0, 2.0]]
+    method = make("boostlu", accelerator)
+    expected = (sp(-5) + sp(2) + sp(-2) + sp(2.5) + sp(10) + sp(-2)) / 6  # LL-R at epoch 0: AN on the boosted logits
+    assert loss_of(method, epoch=0)["loss"].item() == pytest.approx(expected, rel=1e-6)
+    output = ImageIsCAM()(IMAGES)
+    assert method.eval_logits(output).tolist() == boosted
+    assert method.export_settings() == {EXPORT_KEY: 5.0}
+    assert export_logits(output, method.export_settings()).tolist() == boosted  # inference.py's path
+    assert export_logits(output, {}).tolist() == LOGITS
+    assert make("an", accelerator).eval_logits(output).tolist() == LOGITS
+
+
+def test_boostlu_on_ll_cp_stores_corrections_and_a_bad_base_is_one_error_line(accelerator):
+    assert make("boostlu", accelerator, boostlu_base="ll_cp").correction == "permanent"
+    with pytest.raises(SPMLError, match="method.boostlu_base must be one of"):
+        make("boostlu", accelerator, boostlu_base="ll_x")
+
+
+def test_role_losses_and_one_adam_step_on_the_batch_rows(accelerator):
+    # First visit: estimates theta = 0 (e = 0.5) except the observed positives at logit(0.995).
+    # k = mean over images of the summed estimates = 0.995 + 0.5 + 0.5, so the estimates' regulariser is 0.
+    method = make("role", accelerator, epr_expected_positives=1.995)
+    method.estimate_logits.zero_()
+    estimates = [[0.995, 0.5, 0.5], [0.5, 0.5, 0.995]]
+    cells = [(LOGITS[i][c], POSITIVE[i][c], estimates[i][c]) for i in range(2) for c in range(3)]
+    # network: 0.5 mean[pos sp(-z) + e sp(-z) + (1 - e) sp(z)] + 0.5 (mean row sum of p - k)^2 / 9
+    row_sums = [sum(sigmoid(z) for z in LOGITS[i]) for i in range(2)]
+    network = (0.5 * sum(pos * sp(-z) + e * sp(-z) + (1 - e) * sp(z) for z, pos, e in cells) / 6
+               + 0.5 * ((row_sums[0] + row_sums[1]) / 2 - 1.995) ** 2 / 9)
+    # estimates: 0.5 mean[pos sp(-theta) + p sp(-theta) + (1 - p) sp(theta)], theta = logit(e)
+    theta = {0.995: math.log(0.995 / 0.005), 0.5: 0.0}
+    labels = 0.5 * sum(pos * sp(-theta[e]) + sigmoid(z) * sp(-theta[e]) + (1 - sigmoid(z)) * sp(theta[e])
+                       for z, pos, e in cells) / 6
+    output = loss_of(method)
+    assert output["parts"]["loss_network"].item() == pytest.approx(network, rel=1e-5)
+    assert output["parts"]["loss_estimates"].item() == pytest.approx(labels, rel=1e-5)
+    assert output["loss"].item() == pytest.approx(network + labels, rel=1e-5)
+    # Gradient of the estimate loss: (e - pos + e - p) / 12; a first Adam step moves by lr x sign = 0.01 x 10.
+    # positives: e = 0.995 > p: down; (0, 1) p = 0.5 = e: gradient 0, no move; (0, 2) p < 0.5: down; (1, 0), (1, 1): up
+    step = 0.1
+    assert method.estimate_logits[5].tolist() == pytest.approx([theta[0.995] - step, 0.0, -step], rel=1e-5, abs=1e-6)
+    assert method.estimate_logits[2].tolist() == pytest.approx([step, step, theta[0.995] - step], rel=1e-5)
+    assert method.visits.tolist() == [0, 0, 1, 0, 0, 1, 0, 0]
+    gradient_02 = (0.5 - sigmoid(-2)) / 12
+    assert method.adam_first[5, 2].item() == pytest.approx(0.1 * gradient_02, rel=1e-5)
+    assert method.adam_second[5, 2].item() == pytest.approx(0.001 * gradient_02 ** 2, rel=1e-5)
+    # untouched rows keep their initial estimates (uniform in +-logit(0.6), drawn from train.seed)
+    fresh = make("role", accelerator, epr_expected_positives=1.995)
+    assert torch.equal(fresh.estimate_logits[0], make("role", accelerator, epr_expected_positives=1.995).estimate_logits[0])
+    assert fresh.estimate_logits.abs().max().item() <= math.log(1.5)
+
+
+def test_a_row_written_twice_in_one_step_takes_the_first_writers_values():
+    # gathered rows in rank order: rank 0 [3, 1], rank 1 [1, -1 (padding)]
+    assert first_writers(torch.tensor([3, 1, 1, -1])).tolist() == [0, 1, 1, 0]

@@ -1,0 +1,34 @@
+"""The baselines' per-image state under a real 2-process launch: bitwise the same on both ranks."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_per_image_state_is_identical_on_both_ranks_and_holds_the_other_ranks_rows(tmp_path):
+    out = tmp_path / "state.json"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(REPO / "tests" / "baselines_ranks_worker.py"), str(out)]
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=environment, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    values = json.loads(out.read_text())
+
+    # row 1 came from both ranks: rank 0's values win, on both; row 3 from rank 0 only
+    expected = [[0, 0], [11.0, 11.5], [0, 0], [10.0, 10.5], [0, 0]]
+    assert values["shared"] == [expected, expected]
+
+    for name in ("role", "ll_cp", "em_apl"):
+        rank0, rank1 = values[name]["ranks"]
+        assert rank0 == rank1, name
+    role = values["role"]["buffers"]
+    rows_of_rank1 = values["role"]["rows_seen_by_rank1"]
+    assert all(role["visits"][row] > 0 for row in rows_of_rank1)  # rank 0's copy holds rank 1's updates
+    assert sum(role["visits"]) == 3 * 32  # every image of every step counted once: 3 epochs of 32 images
+    corrected = values["ll_cp"]["buffers"]["corrected"]
+    assert sum(map(sum, corrected)) > 0
+    assert sum(map(sum, values["em_apl"]["buffers"]["pseudo_negative"])) > 0

@@ -1,0 +1,100 @@
+"""The stateful baselines through train.py: resume restores their per-image state bit for bit,
+two processes keep it identical, and BoostLU's export scores as its evaluation does."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ignore.data.format import load_dataset
+from ignore.data.views import eval_view
+from ignore.inference import load_exported, predict_probabilities
+from test_train import PYTHON, assert_same_state, final_state, run_train, tiny_run_overrides
+
+# ll_delta_rel 10: from the second epoch, 10% of a batch's entries are corrected
+STATEFUL = {"role": ["method.name=role"], "ll_cp": ["method.name=ll_cp", "method.ll_delta_rel=10"]}
+BUFFERS = {"role": "estimate_logits", "ll_cp": "corrected"}
+
+
+@pytest.mark.parametrize("name", sorted(STATEFUL))
+def test_resume_mid_epoch_restores_the_per_image_state_bit_for_bit(tiny_dataset, tmp_path, name):
+    # 32 train images / batch 8 = 4 steps an epoch; the broken run stops at step 6, in the second epoch
+    straight = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "straight", *STATEFUL[name]))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    broken = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "broken", *STATEFUL[name], "train.max_steps=6"))
+    assert broken.returncode == 0, broken.stderr[-3000:]
+    resumed = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "broken", *STATEFUL[name], "train.resume=auto"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    expected = final_state(tmp_path / "straight")
+    assert expected[0] == "step-000000008"
+    state = expected[2][BUFFERS[name]]
+    assert state.shape == (32, 4)
+    if name == "ll_cp":
+        assert 0 < state.sum() < state.numel()  # some corrections were made, and kept
+    else:
+        assert (expected[2]["visits"] == 2).all()  # every row visited once an epoch
+    assert_same_state(final_state(tmp_path / "broken"), expected)
+
+
+@pytest.mark.parametrize("name", sorted(STATEFUL))
+def test_two_processes_end_with_the_same_per_image_state(tiny_dataset, tmp_path, name):
+    launcher = (PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "train.py")
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "ddp", *STATEFUL[name], "train.batch_size=4"),
+                       launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2
+    assert metrics["thresholds_identical_across_ranks"] is True  # every method buffer, compared bit for bit
+    method_state = final_state(tmp_path / "ddp")[2]
+    if name == "role":
+        assert (method_state["visits"] == 2).all()  # both ranks' rows, each once an epoch
+    else:
+        assert method_state["corrected"].any()
+
+
+def test_boostlu_export_reproduces_the_boosted_test_scores(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    result = run_train(*tiny_run_overrides(tiny_dataset, run, "method.name=boostlu", "train.epochs=1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "export" / "config.json").read_text())["positive_cam_boost"] == 5.0
+    model = load_exported(run / "export")
+    data = load_dataset(tiny_dataset)
+    images = [Image.open(data.image_root / name) for name in data.splits["test"]["image"]]
+    probabilities = predict_probabilities(model, images).numpy()
+    np.testing.assert_allclose(probabilities, np.load(run / "test_scores.npy"), atol=1e-5)
+    # so few steps leave every CAM value negative, where the boost changes nothing: shift the head's
+    # bias so that about half are positive; the exported model must then score with the boosted logits
+    info = model.export_info
+    view = eval_view(info["image_size"], {"mean": info["mean"], "std": info["std"]})
+    inputs = torch.stack([view(image.convert("RGB")) for image in images])
+    with torch.no_grad():
+        model.head.bias -= model(inputs)["cam"].median()
+        output = model(inputs)
+    assert (output["cam"] > 0).any() and (output["cam"] < 0).any()
+    boosted = torch.sigmoid(torch.where(output["cam"] > 0, 5 * output["cam"], output["cam"]).mean(dim=(2, 3)))
+    np.testing.assert_allclose(predict_probabilities(model, images).numpy(), boosted.numpy(), atol=1e-6)
+    assert (boosted - torch.sigmoid(output["logits"])).abs().max() > 1e-3  # the boost changes the scores
+
+
+def test_resume_on_two_processes_keeps_the_corrections_on_their_dataset_rows(tiny_dataset, tmp_path):
+    # one process, batch 8, stopped at step 6 (mid epoch 1); resumed on two processes of batch 4 (the same
+    # global batch). The steps left, 7 and 8, read positions 16..31 of epoch 1's order: new corrections can
+    # only land on those rows, and the ones made before must all still be there.
+    run = tmp_path / "run"
+    settings = [*STATEFUL["ll_cp"]]
+    first = run_train(*tiny_run_overrides(tiny_dataset, run, *settings, "train.max_steps=6"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = final_state(run)[2]["corrected"]
+    launcher = (PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "train.py")
+    second = run_train(*tiny_run_overrides(tiny_dataset, run, *settings, "train.batch_size=4", "train.resume=auto"),
+                       launcher=launcher)
+    assert second.returncode == 0, second.stderr[-3000:]
+    after = final_state(run)[2]["corrected"]
+    assert before.any() and (after & before).equal(before)
+    last_rows = torch.randperm(32, generator=torch.Generator().manual_seed(0 + 1))[16:].tolist()  # seed 0, epoch 1
+    new_rows = sorted(set((after & ~before).nonzero()[:, 0].tolist()))
+    assert new_rows and set(new_rows) <= set(last_rows)
