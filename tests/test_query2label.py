@@ -130,7 +130,7 @@ def test_build_model_reads_the_q2l_keys_and_refuses_bad_ones():
     config = load_config(overrides=["model.name=q2l", "model.q2l_hidden_dim=24", "model.q2l_heads=3",
                                     "model.q2l_encoder_layers=2", "model.q2l_decoder_layers=3", "model.q2l_ffn_dim=16"])
     model = build_model(config.model, 4)
-    assert isinstance(model.network, Query2Label) and len(model.encoder) == 2 and len(model.decoder) == 3
+    assert isinstance(model, Query2Label) and len(model.encoder) == 2 and len(model.decoder) == 3
     assert model.label_queries.shape == (4, 24) and model.decoder[0].feed_forward[0].out_features == 16
     with pytest.raises(SPMLError, match=r"^model.q2l_hidden_dim \(30\) must be a multiple of 4 .* \(4\)$"):
         build_model(load_config(overrides=["model.name=q2l", "model.q2l_hidden_dim=30"]).model, 4)
