@@ -22,7 +22,7 @@ from pathlib import Path
 
 VARIANTS = {  # name: (processes, CPU threads a process, extra overrides)
     "1 process": (1, 1, []),
-    "2 processes, per-process BatchNorm": (2, 1, []),
+    "2 processes, per-process BatchNorm": (2, 1, ["model.sync_batchnorm=false"]),
     "2 processes, model.sync_batchnorm": (2, 1, ["model.sync_batchnorm=true"]),
     # other kernels' summation order: what float rounding alone does to a run
     "1 process, 2 threads": (1, 2, []),

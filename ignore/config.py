@@ -47,8 +47,9 @@ class ModelConfig:
     head_lr_multiplier: float = setting(10.0, "the learning rate of head_parameters() (all but the trunk: the 1x1 "
                                               "CAM head, or q2l's transformer) relative to the trunk (SPEC 2.9)")
     channels_last: bool = setting(True, "NHWC weights and inputs: faster convolutions on GPUs and oneDNN CPUs")
-    sync_batchnorm: bool = setting(False, "BatchNorm statistics over every process's batch: N processes "
-                                          "normalise as one does (torch's SyncBatchNorm on GPUs, ours on CPUs)")
+    sync_batchnorm: bool = setting(True, "BatchNorm statistics over every process's batch, so N processes normalise "
+                                         "as one does (torch's SyncBatchNorm on GPUs, ours on CPUs); false: per "
+                                         "process, one all-reduce a layer fewer")
     # Query2Label's sizes (model.name=q2l); the defaults are the authors'
     q2l_hidden_dim: int = setting(2048, "q2l: width of the projection, the transformer and the label queries")
     q2l_heads: int = setting(4, "q2l: attention heads; the CAM averages their cross-attention maps")
