@@ -1,21 +1,12 @@
 """The baselines' per-image state under a real 2-process launch: bitwise the same on both ranks."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from launching import run_worker
 
 
 def test_per_image_state_is_identical_on_both_ranks_and_holds_the_other_ranks_rows(tmp_path):
     out = tmp_path / "state.json"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(REPO / "tests" / "baselines_ranks_worker.py"), str(out)]
-    environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=environment, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_worker("baselines_ranks_worker.py", out)
     values = json.loads(out.read_text())
 
     # row 1 came from both ranks: rank 0's values win, on both; row 3 from rank 0 only

@@ -10,7 +10,7 @@ from PIL import Image
 from ignore.data.format import load_dataset
 from ignore.data.views import eval_view
 from ignore.inference import load_exported, predict_probabilities
-from test_train import PYTHON, assert_same_state, final_state, run_train, tiny_run_overrides
+from test_train import TWO_PROCESSES, assert_same_state, final_state, run_train, tiny_run_overrides
 
 # ll_delta_rel 10: from the second epoch, 10% of a batch's entries are corrected
 STATEFUL = {"role": ["method.name=role"], "ll_cp": ["method.name=ll_cp", "method.ll_delta_rel=10"]}
@@ -40,10 +40,8 @@ def test_resume_mid_epoch_restores_the_per_image_state_bit_for_bit(tiny_dataset,
 
 @pytest.mark.parametrize("name", sorted(STATEFUL))
 def test_two_processes_end_with_the_same_per_image_state(tiny_dataset, tmp_path, name):
-    launcher = (PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "train.py")
     result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "ddp", *STATEFUL[name], "train.batch_size=4"),
-                       launcher=launcher)
+                       launcher=TWO_PROCESSES)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2
@@ -90,10 +88,8 @@ def test_resume_on_two_processes_keeps_the_corrections_on_their_dataset_rows(tin
     first = run_train(*tiny_run_overrides(tiny_dataset, run, *settings, "train.max_steps=6"))
     assert first.returncode == 0, first.stderr[-3000:]
     before = final_state(run)[2]["corrected"]
-    launcher = (PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "train.py")
     second = run_train(*tiny_run_overrides(tiny_dataset, run, *settings, "train.batch_size=4", "train.resume=auto"),
-                       launcher=launcher)
+                       launcher=TWO_PROCESSES)
     assert second.returncode == 0, second.stderr[-3000:]
     after = final_state(run)[2]["corrected"]
     assert before.any() and (after & before).equal(before)

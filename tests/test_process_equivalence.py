@@ -1,35 +1,22 @@
 """Two processes learn what one learns at the same global batch (model.sync_batchnorm and the
 global normalisation of masked_mean), under a real 2-process launch."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
 from ignore.models.sync_batchnorm import GlobalBatchNorm, synchronise_batchnorm
-
-REPO = Path(__file__).resolve().parents[1]
-WORKER = REPO / "tests" / "process_equivalence_worker.py"
+from launching import run_worker
 
 
-def run_worker(out, processes):
-    launcher = ([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-                if processes == 2 else [sys.executable])
-    environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(launcher + [str(WORKER), str(out)], cwd=REPO, capture_output=True, text=True,
-                            env=environment, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+def results(out, processes):
+    run_worker("process_equivalence_worker.py", out, processes=processes)
     return torch.load(out, weights_only=False)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("equivalence")
-    return run_worker(folder / "one.pt", 1), run_worker(folder / "two.pt", 2)
+    return results(folder / "one.pt", 1), results(folder / "two.pt", 2)
 
 
 def test_global_batchnorm_and_normalisation_give_one_process_gradients_on_two(runs):

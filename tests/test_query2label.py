@@ -17,7 +17,7 @@ from ignore.models.build import build_model
 from ignore.models.position import sine_position_embedding
 from ignore.models.query2label import Attention, Query2Label
 from ignore.optim import build_optimizer
-from test_train import PYTHON, run_train, tiny_run_overrides
+from test_train import TWO_PROCESSES, run_train, tiny_run_overrides
 
 TINY = dict(hidden_dim=32, heads=4, encoder_layers=1, decoder_layers=2, ffn_dim=64)
 
@@ -142,11 +142,9 @@ def test_build_model_reads_the_q2l_keys_and_refuses_bad_ones():
 
 def test_two_process_q2l_ignore_run_keeps_thresholds_identical_and_its_export_reproduces_the_scores(tiny_dataset,
                                                                                                   tmp_path):
-    launcher = (PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "train.py")
     q2l = ("model.name=q2l", "model.q2l_hidden_dim=32", "model.q2l_ffn_dim=64", "model.head_lr_multiplier=1",
            "train.batch_size=4")
-    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "run", *q2l), launcher=launcher)
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "run", *q2l), launcher=TWO_PROCESSES)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["thresholds_identical_across_ranks"] is True

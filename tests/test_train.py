@@ -16,6 +16,7 @@ from ignore.checkpoint import resolve_resume
 from ignore.data.format import load_dataset
 from ignore.errors import SPMLError
 from ignore.inference import load_exported, predict_probabilities
+from launching import TWO_CPU_PROCESSES
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -191,8 +192,7 @@ def test_resume_auto_with_every_checkpoint_damaged_is_one_error_line(straight_ru
                     "trying the one before" for name in ("step-000000008", "step-000000004")]
 
 
-TWO_PROCESSES = (PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "train.py")
+TWO_PROCESSES = (*TWO_CPU_PROCESSES, "train.py")
 
 
 def test_two_process_launch_keeps_thresholds_identical_on_every_rank(tiny_dataset, tmp_path):

@@ -13,7 +13,8 @@ from ignore.errors import SPMLError
 from ignore.evaluate import main as evaluate_main
 from ignore.predict import main as predict_main
 from ignore.tracking import trackers
-from test_train import PYTHON, run_train, tiny_run_overrides
+from launching import TWO_CPU_PROCESSES
+from test_train import run_train, tiny_run_overrides
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +100,7 @@ def test_evaluate_equals_the_runs_test_metrics(finished_run, tiny_dataset, tmp_p
 
 def test_evaluate_under_a_two_process_launch_equals_one_process(finished_run, tiny_dataset, tmp_path):
     # 16 images over 2 processes in batches of 3: the last batches are padded, and the padding must be dropped
-    launcher = (PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-                "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ignore.evaluate")
+    launcher = (*TWO_CPU_PROCESSES, "-m", "ignore.evaluate")
     result = run_train("--model", str(finished_run / "export"), "--data", str(tiny_dataset), "--split", "val",
                        "--out", str(tmp_path / "two.json"), "--batch-size", "3", "--num-workers", "0",
                        launcher=launcher)
