@@ -18,8 +18,8 @@ from accelerate.utils import send_to_device, set_seed
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from ignore.checkpoint import (EXPORT, Progress, export_model, network, resolve_resume, save_checkpoint,
-                               write_json_atomic)
+from ignore.checkpoint import (EXPORT, Progress, export_model, network, require_same_weights, resolve_resume,
+                               save_checkpoint, write_json_atomic)
 from ignore.config import config_help, flattened, load_config, save_config, scaled_lr
 from ignore.cpu_threads import use_all_cores_if_launcher_chose_one
 from ignore.data.loading import build_loaders, load_spml_data, preview_batch, training_rows
@@ -86,6 +86,7 @@ def main(argv=None):
 
     resume_from = resolve_resume(config.train.resume, output_dir, accelerator.print, len(checkpointed))
     if resume_from is not None:
+        require_same_weights(resume_from, network(accelerator, model))
         accelerator.load_state(str(resume_from))
         accelerator.print(f"resumed from {resume_from}: epoch {run.progress.epoch}, step {run.progress.global_step}")
     if accelerator.is_main_process:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from .errors import SPMLError
@@ -129,6 +129,18 @@ def checkpoint_damage(path, custom_objects=0):
         except (SafetensorError, OSError, EOFError, RuntimeError, pickle.UnpicklingError) as error:
             return f"{file.name}: {str(error).split('. ')[0]}"  # torch's zip errors run to five sentences
     return None
+
+
+def require_same_weights(path, network):
+    """Stop with one line unless the checkpoint at `path` holds exactly `network`'s weight names
+    (another model setting, or a checkpoint of a version before the trunks took torchvision's names)."""
+    with safe_open(str(path / "model.safetensors"), framework="pt") as weights:
+        saved = set(weights.keys())
+    own = set(network.state_dict())
+    if saved != own:
+        raise SPMLError(f"train.resume: checkpoint {path} holds the weights of another model (missing "
+                        f"{sorted(own - saved)[:3]}, unexpected {sorted(saved - own)[:3]}); resume with the "
+                        "model settings and trainer version that wrote it, or start afresh")
 
 
 def export_model(accelerator, model, export_info, output_dir):

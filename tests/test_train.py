@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from ignore.checkpoint import resolve_resume
 from ignore.data.format import load_dataset
@@ -177,6 +177,21 @@ def test_resume_from_a_damaged_checkpoint_path_is_one_error_line(tiny_dataset, s
         result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "run", f"train.resume={checkpoint}"))
         assert result.returncode == 2
         assert result.stderr.strip().splitlines()[-1] == f"error: train.resume: checkpoint {checkpoint} is damaged ({reason})"
+
+
+def test_resume_from_a_checkpoint_of_another_model_is_one_error_line(tiny_dataset, straight_run, tmp_path):
+    # a checkpoint written before the trunks took torchvision's layer names: positional names
+    checkpoint = tmp_path / "step-000000008"
+    shutil.copytree(straight_run / "checkpoints" / checkpoint.name, checkpoint)
+    weights = load_file(str(checkpoint / "model.safetensors"))
+    save_file({name.replace("trunk.conv1.", "trunk.0."): value for name, value in weights.items()},
+              str(checkpoint / "model.safetensors"))
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "run", f"train.resume={checkpoint}"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: train.resume: checkpoint {checkpoint} holds the weights of another model (missing "
+        "['trunk.conv1.weight'], unexpected ['trunk.0.weight']); resume with the model settings and trainer "
+        "version that wrote it, or start afresh")
 
 
 def test_resume_auto_with_every_checkpoint_damaged_is_one_error_line(straight_run, tmp_path):
