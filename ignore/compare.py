@@ -177,8 +177,8 @@ def plot(rows, path):
              color="#4c72b0")
     axes.set_xticks(positions, [row["label"] for row in rows], rotation=45, ha="right")
     axes.set_ylabel("test mAP (%)")
-    low = min(row["mean"] - row["std"] for row in rows)
-    axes.set_ylim(max(0.0, low - 5), min(100.0, max(row["mean"] + row["std"] for row in rows) + 2))
+    # bars start at 0: a cut axis would make their lengths lie about the ratios
+    axes.set_ylim(0.0, min(100.0, max(row["mean"] + row["std"] for row in rows) + 2))
     axes.set_title("mean over seeds, error bars: std")
     figure.tight_layout()
     partial = path.with_name(path.name + ".partial.png")
