@@ -10,15 +10,14 @@ the same in all four (the shuffle is a function of (seed, epoch), each image's v
 (seed, epoch, row), and Accelerate hands each process alternate halves of the
 one-process batches). Prints each run's test mAP, the mean and spread over seeds, and
 each other variant's paired difference from one process with its standard error.
-Runs whose metrics.json exists are reused. A script with printed figures, not a test.
+Runs are trained, reused or refused as `python -m ignore.compare` does (`ensure_run`). A script with printed figures, not a test.
 """
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
+
+from .compare import ensure_run
+from .errors import exit_on_error
 
 VARIANTS = {  # name: (processes, CPU threads a process, extra overrides)
     "1 process": (1, 1, []),
@@ -29,31 +28,12 @@ VARIANTS = {  # name: (processes, CPU threads a process, extra overrides)
 }
 
 
-def command(processes, batch, seed, run_dir, overrides):
-    launcher = ([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-                if processes == 2 else [sys.executable])
-    return launcher + ["train.py", *overrides, f"train.batch_size={batch // processes}", f"train.seed={seed}",
-                       f"train.output_dir={run_dir}"]
-
-
-def run(processes, threads, batch, seed, run_dir, overrides):
-    """The run's metrics.json, training it first unless it is there."""
-    if not (run_dir / "metrics.json").is_file():
-        line = command(processes, batch, seed, run_dir, overrides)
-        print("$", " ".join(line), flush=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / "train.log", "w") as log:  # the launcher's and both ranks' output
-            subprocess.run(line, check=True, stdout=log, stderr=subprocess.STDOUT,
-                           env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
 def summary(values):
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.2f} +- {spread:.2f}"
 
 
+@exit_on_error
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -65,8 +45,9 @@ def main(argv=None):
     maps, seconds = {}, {}
     for seed in args.seeds:
         for index, (name, (processes, threads, extra)) in enumerate(VARIANTS.items()):
-            metrics = run(processes, threads, args.batch, seed, Path(args.out) / f"variant{index}" / f"seed{seed}",
-                          overrides + extra)
+            metrics = ensure_run(Path(args.out) / f"variant{index}" / f"seed{seed}",
+                                 [*overrides, *extra, f"train.batch_size={args.batch // processes}",
+                                  f"train.seed={seed}"], processes, threads)
             maps.setdefault(name, []).append(metrics["test"]["mAP"])
             seconds.setdefault(name, []).append(metrics["train_seconds"])
     print(f"\nglobal batch {args.batch}, {' '.join(overrides) or 'demo defaults'}; test mAP per seed {args.seeds}")

@@ -20,6 +20,7 @@ the information gap's AUROC.
 import argparse
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,8 +70,10 @@ def launcher(processes):
             "--num_machines", "1", "--dynamo_backend", "no", "train.py"]
 
 
-def ensure_run(directory, overrides, processes):
-    """The run's metrics (a dict), training it first unless a finished run with these settings is there."""
+def ensure_run(directory, overrides, processes, threads=None):
+    """The run's metrics (a dict), training it first unless a finished run with these settings is there.
+
+    threads: OMP_NUM_THREADS of each training process (None: inherited)."""
     overrides = [*overrides, f"train.output_dir={directory}"]
     wanted = dataclasses.asdict(load_config(None, overrides))  # also checks every override before any training
     saved_config = directory / "config.yaml"
@@ -85,7 +88,8 @@ def ensure_run(directory, overrides, processes):
         print("$", " ".join(command), flush=True)
         directory.mkdir(parents=True, exist_ok=True)
         with open(directory / "train.log", "w") as log:
-            result = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            environment = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
+            result = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=environment)
         if result.returncode != 0 or not metrics.is_file():
             lines = (directory / "train.log").read_text(errors="replace").strip().splitlines() or ["(no output)"]
             raise SPMLError(f"{directory}: training failed (exit {result.returncode}): {lines[-1]}")
