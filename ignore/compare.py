@@ -2,7 +2,7 @@
 
     python -m ignore.compare --methods an ll_r ignore --seeds 0 1 2 --out DIR [--processes N] [key=value ...]
 
-Each (method, seed) is one `train.py` run in DIR/<method>/seed<S>, with the overrides applied
+Each (method, seed) is one training run (`python -m ignore.train`) in DIR/<method>/seed<S>, with the overrides applied
 to every run (so every method gets the same data, model and budget). A method may carry its
 own overrides, `NAME:key=value,key=value` (e.g. `ignore:model.backbone=resnet18`); it is
 then a row of its own. A run is finished when its metrics.json exists and its config.yaml
@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .config import load_config
+from .config import flatten, load_config
 from .errors import SPMLError, exit_on_error
 from .files import write_text_atomic
+from .train import setting_choices
 
-REPO = Path(__file__).resolve().parents[1]
 IGNORED_KEYS = {"train.resume"}  # set by this command; not a difference between two runs
 
 
@@ -48,26 +48,20 @@ def run_dir(out, label, seed):
     return Path(out) / folder / f"seed{seed}"
 
 
-def flat(tree, prefix=""):
-    for name, value in tree.items():
-        if isinstance(value, dict):
-            yield from flat(value, f"{prefix}{name}.")
-        else:
-            yield prefix + name, value
-
-
 def differences(saved, wanted):
     """Keys whose values differ between two configs (dicts of sections), as 'key: a -> b'."""
-    saved, wanted = dict(flat(saved)), dict(flat(wanted))
+    saved, wanted = dict(flatten(saved)), dict(flatten(wanted))
     keys = sorted((saved.keys() | wanted.keys()) - IGNORED_KEYS)
     return [f"{key}: {saved.get(key)!r} -> {wanted.get(key)!r}" for key in keys if saved.get(key) != wanted.get(key)]
 
 
 def launcher(processes):
+    """The command that trains one run; it runs in this command's working directory, so relative
+    paths (--out, data.path) mean the same to both."""
     if processes == 1:
-        return [sys.executable, "train.py"]
+        return [sys.executable, "-m", "ignore.train"]
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-            "--num_machines", "1", "--dynamo_backend", "no", "train.py"]
+            "--num_machines", "1", "--dynamo_backend", "no", "-m", "ignore.train"]
 
 
 def ensure_run(directory, overrides, processes, threads=None):
@@ -75,7 +69,8 @@ def ensure_run(directory, overrides, processes, threads=None):
 
     threads: OMP_NUM_THREADS of each training process (None: inherited)."""
     overrides = [*overrides, f"train.output_dir={directory}"]
-    wanted = dataclasses.asdict(load_config(None, overrides))  # also checks every override before any training
+    # also checks every override before any training
+    wanted = dataclasses.asdict(load_config(None, overrides, setting_choices()))
     saved_config = directory / "config.yaml"
     if saved_config.is_file():
         changed = differences(yaml.safe_load(saved_config.read_text()), wanted)
@@ -89,7 +84,7 @@ def ensure_run(directory, overrides, processes, threads=None):
         directory.mkdir(parents=True, exist_ok=True)
         with open(directory / "train.log", "w") as log:
             environment = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
-            result = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=environment)
+            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
         if result.returncode != 0 or not metrics.is_file():
             lines = (directory / "train.log").read_text(errors="replace").strip().splitlines() or ["(no output)"]
             raise SPMLError(f"{directory}: training failed (exit {result.returncode}): {lines[-1]}")
@@ -98,7 +93,7 @@ def ensure_run(directory, overrides, processes, threads=None):
     return json.loads(metrics.read_text())
 
 
-def detection(train):
+def fn_precision_recall(train):
     """(precision, recall) of the false negatives a method rejects or corrects in its last epoch,
     from the summed counts; None where it does neither (or rejected nothing)."""
     counts = train or {}
@@ -120,7 +115,7 @@ def summarise(results, seeds):
     for label, by_seed in results.items():
         runs = [by_seed[seed] for seed in seeds]
         maps = np.array([run["test"]["mAP"] for run in runs])
-        found = [detection(last_epoch(run)) for run in runs]
+        found = [fn_precision_recall(last_epoch(run)) for run in runs]
         precision = [p for p, _ in found if p is not None]
         recall = [r for _, r in found if r is not None]
         rows.append({

@@ -38,9 +38,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = setting("cam", "cam: 1x1-conv CAM head | q2l: Query2Label transformer head (the q2l_ keys)")
-    backbone: str = setting("small_cnn", "resnet18 | resnet34 | resnet50 | mobilenet_v2 (torchvision) | small_cnn "
-                                         "(5 conv layers, stride 8: learns the demo from scratch on a CPU)")
+    name: str = setting("cam", "cam: 1x1-conv CAM head; q2l: Query2Label transformer head (the q2l_ keys)")
+    backbone: str = setting("small_cnn", "a torchvision trunk, or small_cnn (5 conv layers, stride 8: learns the demo "
+                                         "from scratch on a CPU)")
     pretrained: str = setting("", "'' | imagenet (torchvision's IMAGENET1K_V1) | another torchvision weights name "
                                   "(IMAGENET1K_V2, DEFAULT) | a local state-dict file, .pth or .safetensors")
     output_stride: int = setting(32, "16 dilates the last stage (resnet50, mobilenet_v2): a CAM twice as fine")
@@ -61,8 +61,8 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = setting("ignore", "a method of ignore/losses/registry.py: ignore, an, full, never_reject, "
-                                  "random_reject, oracle_reject")
+    name: str = setting("ignore", "IGNORE, its controls (never_reject, random_reject, oracle_reject), the "
+                                  "baselines, or full (clean labels, the upper bound)")
     warm_up: int = setting(3, "epochs before IGNORE rejects anything")
     # 0.5 and the signed drop: measured against the paper's 0.8 and |gap| (README, Results)
     cam_threshold: float = setting(0.5, "the masked image keeps the pixels whose normalised CAM exceeds this "
@@ -104,17 +104,18 @@ class MethodConfig:
                                        "per epoch")
     boostlu_alpha: float = setting(5.0, "boostlu: positive CAM values are multiplied by this, in training and at "
                                         "inference")
-    boostlu_base: str = setting("ll_r", "boostlu: the Large Loss variant it trains with (ll_r | ll_ct | ll_cp)")
+    boostlu_base: str = setting("ll_r", "boostlu: the Large Loss variant it trains with")
 
 
 @dataclass
 class OptimConfig:
-    optimizer: str = setting("adam", "adam | adamw")
+    optimizer: str = setting("adam", "the optimiser (torch.optim's Adam or AdamW)")
     lr: float = setting(1e-3, "trunk learning rate at reference_batch_size")
     reference_batch_size: int = setting(16, "the learning rate is scaled linearly to the global batch size "
                                             "(batch x processes x accumulation)")
     weight_decay: float = setting(0.0, "weight decay of the optimiser")
-    scheduler: str = setting("none", "none | onecycle (max_lr = lr, pct_start 0.2, stepped every optimiser step)")
+    scheduler: str = setting("none", "the learning-rate schedule: onecycle = max_lr lr, pct_start 0.2, stepped every "
+                                     "optimiser step")
 
 
 @dataclass
@@ -127,12 +128,12 @@ class TrainConfig:
                               "checkpoint directory")
     checkpoint_every_steps: int = setting(0, "also checkpoint every N optimiser steps (0 = after each epoch only)")
     keep_checkpoints: int = setting(2, "newest checkpoints kept")
-    mixed_precision: str = setting("auto", "auto (the launcher's --mixed_precision, else bf16 on a GPU, fp32 on a "
-                                           "CPU) | no | bf16 | fp16")
+    mixed_precision: str = setting("auto", "auto: the launcher's --mixed_precision, else bf16 on a GPU, fp32 on a "
+                                           "CPU; no: fp32; bf16 or fp16: over the launcher's")
     log_every: int = setting(10, "steps between scalar logs (the only host-device syncs of the step)")
     max_steps: int = setting(0, "stop after this many optimiser steps in all (0 = no limit): tests and smoke runs")
-    tracker: str = setting("tensorboard", "where the scalars and the config go: tensorboard, none, or any tracker "
-                                          "Accelerate supports whose package is installed (wandb, mlflow, ...)")
+    tracker: str = setting("tensorboard", "where the scalars and the config go: tensorboard, none, or another "
+                                          "tracker Accelerate supports (its package must be installed)")
 
 
 @dataclass
@@ -254,30 +255,55 @@ def _coerce(key, value, kind):
     return value
 
 
-def _set(config, key, value):
+def _set(config, key, value, choices):
     section_name, _, name = key.partition(".")
     if key not in valid_keys():
         raise SPMLError(f"unknown config key '{key}'; valid keys: {', '.join(valid_keys())}")
     section = getattr(config, section_name)
     kinds = typing.get_type_hints(type(section))
-    setattr(section, name, _coerce(key, value, kinds[name]))
+    value = _coerce(key, value, kinds[name])
+    if key in choices and value not in choices[key]:
+        raise SPMLError(f"config key '{key}' must be one of {' | '.join(choices[key])}, got {value!r}")
+    setattr(section, name, value)
 
 
-def _flatten(tree, prefix=""):
+def flatten(tree, prefix=""):
+    """(dotted key, value) pairs of a tree of sections, e.g. ('method.warm_up', 3)."""
     for name, value in tree.items():
         if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{name}.")
+            yield from flatten(value, f"{prefix}{name}.")
         else:
             yield prefix + str(name), value
 
 
-def load_config(config_file=None, overrides=()):
-    """Defaults <- YAML file <- `key=value` overrides (dotted keys)."""
-    config = Config()
+RECIPES = Path(__file__).with_name("configs")  # the paper and demo recipes shipped with the package
+
+
+def recipes():
+    """The shipped recipes' names, e.g. 'ignore_resnet50_paper'."""
+    return sorted(path.stem for path in RECIPES.glob("*.yaml"))
+
+
+def config_path(name):
+    """A YAML file: the path itself when it exists, else the shipped recipe of that name (with or without .yaml)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    recipe = RECIPES / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent == Path(".") and recipe.is_file():
+        return recipe
+    raise SPMLError(f"{path}: config file not found, nor a shipped recipe ({', '.join(recipes())})")
+
+
+def load_config(config_file=None, overrides=(), choices=None):
+    """Defaults <- YAML file (a path or a shipped recipe's name) <- `key=value` overrides (dotted keys).
+
+    choices: {dotted key: allowed values} of the string settings with a fixed set, from the
+    registries that build them (`ignore.train.setting_choices`); a value outside them stops here.
+    """
+    config, choices = Config(), choices or {}
     if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise SPMLError(f"{path}: config file not found")
+        path = config_path(config_file)
         try:
             tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except UnicodeDecodeError as error:
@@ -286,13 +312,13 @@ def load_config(config_file=None, overrides=()):
             raise SPMLError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
         if not isinstance(tree, dict):
             raise SPMLError(f"{path}: expected a mapping of sections at the top")
-        for key, value in _flatten(tree):
-            _set(config, key, value)
+        for key, value in flatten(tree):
+            _set(config, key, value, choices)
     for override in overrides:
         key, equals, value = override.partition("=")
         if not equals:
             raise SPMLError(f"override '{override}' is not of the form key=value")
-        _set(config, key.strip(), value)
+        _set(config, key.strip(), value, choices)
     return config
 
 
@@ -306,14 +332,16 @@ def scaled_lr(optim, global_batch_size):
     return optim.lr * global_batch_size / optim.reference_batch_size
 
 
-def config_help():
-    """Every key with its type, default, range and meaning: the epilog of `train.py --help`."""
+def config_help(choices=None):
+    """Every key with its type, default, range or allowed values, and meaning: the epilog of `ignore-train --help`."""
+    choices = choices or {}
     lines = ["settings (key=value, or in the --config YAML file as section: {key: value}):"]
     for section in dataclasses.fields(Config):
         for item in dataclasses.fields(section.default_factory()):
             key = f"{section.name}.{item.name}"
             kind = typing.get_type_hints(section.type)[item.name].__name__
             limits = f", range {RANGES[key]}" if key in RANGES else ""
+            limits += f", one of {' | '.join(choices[key])}" if key in choices else ""
             lines.append(f"  {key} ({kind}, default {item.default!r}{limits})")
             lines += textwrap.wrap(item.metadata["help"], 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return "\n".join(lines)
@@ -321,4 +349,4 @@ def config_help():
 
 def flattened(config):
     """{dotted key: value} of the merged config: the hyperparameters a tracker records."""
-    return dict(_flatten(dataclasses.asdict(config)))
+    return dict(flatten(dataclasses.asdict(config)))

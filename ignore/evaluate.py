@@ -14,13 +14,13 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from .checkpoint import write_json_atomic
+from .files import write_json_atomic
 from .config import DataConfig
 from .data.loading import load_spml_data
 from .data.torch_dataset import SPMLImageDataset, collate_skipping
-from .engine import evaluate
+from .training.loop import evaluate
 from .errors import SPMLError, exit_on_error
-from .inference import load_exported, preprocessing
+from .inference import load_export, preprocessing
 from .metrics import results_table
 
 
@@ -43,7 +43,7 @@ def main(argv=None):
     if args.batch_size < 1 or args.num_workers < 0:
         raise SPMLError(f"--batch-size must be >= 1 and --num-workers >= 0, got {args.batch_size}, {args.num_workers}")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    model = load_exported(args.model)
+    model = load_export(args.model)
     data = load_spml_data(DataConfig(path=args.data, image_column=args.image_column, label_column=args.label_column),
                           accelerator)
     if data.class_names != model.class_names:

@@ -1,4 +1,5 @@
-"""Writing files: atomically, so that a killed run never leaves half of one, into a usable output directory."""
+"""Writing files: atomically (text and strict JSON), so that a killed run never leaves half of one, into a usable output directory."""
+import json
 import os
 from pathlib import Path
 
@@ -11,6 +12,21 @@ def write_text_atomic(path, text):
     partial = path.with_name(path.name + ".partial")
     partial.write_text(text)
     os.replace(partial, path)
+
+
+def write_json_atomic(path, payload):
+    """Strict JSON: a nan (an AUROC without false negatives, say) is written as null."""
+    write_text_atomic(path, json.dumps(without_nan(payload), indent=2, allow_nan=False) + "\n")
+
+
+def without_nan(value):
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {key: without_nan(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_nan(item) for item in value]
+    return value
 
 
 def make_output_dir(path):

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .data.images import open_rgb
 from .errors import SPMLError, exit_on_error
 from .files import write_text_atomic
-from .inference import load_exported, preprocessing
+from .inference import load_export, preprocessing
 
 IMAGE_EXTENSIONS = frozenset(extension.lower() for extension in Image.registered_extensions())
 
@@ -105,7 +105,7 @@ def main(argv=None):
     args = parse_args(argv)
     files = image_files(args.inputs)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    model = load_exported(args.model, accelerator.device)
+    model = load_export(args.model, accelerator.device)
     loader = DataLoader(ImageFiles(files, preprocessing(model)), batch_size=args.batch_size,
                         num_workers=args.num_workers, collate_fn=collate)
     probabilities, unreadable = {}, []

@@ -9,7 +9,7 @@ from PIL import Image
 
 from ignore.data.format import load_dataset
 from ignore.data.views import eval_view
-from ignore.inference import load_exported, predict_probabilities
+from ignore.inference import load_export, predict_probabilities
 from test_train import TWO_PROCESSES, assert_same_state, final_state, run_train, tiny_run_overrides
 
 # ll_delta_rel 10: from the second epoch, 10% of a batch's entries are corrected
@@ -58,7 +58,7 @@ def test_boostlu_export_reproduces_the_boosted_test_scores(tiny_dataset, tmp_pat
     result = run_train(*tiny_run_overrides(tiny_dataset, run, "method.name=boostlu", "train.epochs=1"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((run / "export" / "config.json").read_text())["positive_cam_boost"] == 5.0
-    model = load_exported(run / "export")
+    model = load_export(run / "export")
     data = load_dataset(tiny_dataset)
     images = [Image.open(data.image_root / name) for name in data.splits["test"]["image"]]
     probabilities = predict_probabilities(model, images).numpy()

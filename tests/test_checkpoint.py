@@ -2,8 +2,8 @@
 import torch
 from accelerate import Accelerator
 
-from ignore.checkpoint import export_model, network
-from ignore.inference import load_exported
+from ignore.training.checkpoint import export_model, network
+from ignore.inference import load_export
 from ignore.models.cam_model import CAMClassifier
 
 
@@ -18,7 +18,7 @@ def test_export_of_a_compiled_model_has_the_plain_weight_names(tmp_path):
     info = {"class_names": ["a", "b", "c"], "model": {"backbone": "small_cnn"}, "image_size": 32,
             "mean": [0.5] * 3, "std": [0.25] * 3}
     export_model(accelerator, compiled, info, tmp_path)
-    exported = load_exported(tmp_path / "export").network.state_dict()
+    exported = load_export(tmp_path / "export").network.state_dict()
     assert exported.keys() == model.state_dict().keys()
     for name, tensor in model.state_dict().items():
         assert torch.equal(exported[name], tensor), name

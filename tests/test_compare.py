@@ -7,7 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
-from ignore.compare import detection, differences, parse_method
+from ignore.compare import differences, fn_precision_recall, parse_method
 from test_train import REPO
 
 
@@ -78,10 +78,10 @@ def test_an_unknown_override_stops_before_any_training(tmp_path):
 def test_fn_precision_and_recall_are_of_the_rejected_entries_when_a_method_rejects():
     # IGNORE flags suspects and rejects them after the warm-up: the table reports what it rejects
     ignore_counts = {"flagged": 10, "flagged_true_fn": 8, "rejected": 4, "rejected_true_fn": 3, "false_negatives": 12}
-    assert detection(ignore_counts) == (3 / 4, 3 / 12)
-    assert detection({"flagged": 5, "flagged_true_fn": 1, "false_negatives": 10}) == (1 / 5, 1 / 10)
-    assert detection({"rejected": 0, "rejected_true_fn": 0, "false_negatives": 10}) == (None, None)
-    assert detection({}) == (None, None)
+    assert fn_precision_recall(ignore_counts) == (3 / 4, 3 / 12)
+    assert fn_precision_recall({"flagged": 5, "flagged_true_fn": 1, "false_negatives": 10}) == (1 / 5, 1 / 10)
+    assert fn_precision_recall({"rejected": 0, "rejected_true_fn": 0, "false_negatives": 10}) == (None, None)
+    assert fn_precision_recall({}) == (None, None)
 
 
 def test_differences_name_the_changed_keys_and_ignore_resume():

@@ -1,12 +1,18 @@
 """Config: defaults <- YAML file <- dotted overrides, with one-line errors."""
 import dataclasses
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ignore.config import RANGES, Config, OptimConfig, load_config, save_config, scaled_lr, valid_keys
+from ignore.config import (RANGES, RECIPES, Config, OptimConfig, flatten, load_config, recipes, save_config, scaled_lr,
+                           valid_keys)
 from ignore.errors import SPMLError
+from ignore.train import setting_choices
+from ignore.training.registry import TRACKERS
 
 
 def write(tmp_path, text, name="run.yaml"):
@@ -179,23 +185,24 @@ def test_scaled_lr():
     assert scaled_lr(OptimConfig(lr=2e-4, reference_batch_size=32), 96) == pytest.approx(6e-4)
 
 
-@pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
-                         ids=lambda path: path.name)
-def test_every_recipe_in_configs_loads(recipe):
+@pytest.mark.parametrize("recipe", recipes())
+def test_every_shipped_recipe_loads_by_name_and_by_path(recipe):
     config = load_config(recipe)
     assert config != Config()
+    assert load_config(RECIPES / f"{recipe}.yaml") == config == load_config(f"{recipe}.yaml")
 
 
-def test_help_lists_every_key_with_its_type_default_range_and_meaning():
-    import dataclasses
-    import subprocess
-    import sys
-    from pathlib import Path
+def test_a_local_file_wins_over_a_recipe_of_the_same_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "train:\n  epochs: 2\n", name="ignore_mobilenet_demo.yaml")
+    assert load_config("ignore_mobilenet_demo.yaml").train.epochs == 2
+    assert load_config("ignore_mobilenet_demo").train.epochs != 2  # no such file: the recipe
 
-    from ignore.config import Config, RANGES, valid_keys
 
-    result = subprocess.run([sys.executable, "train.py", "--help"], cwd=Path(__file__).resolve().parents[1],
-                            capture_output=True, text=True, timeout=120)
+def test_help_lists_every_key_with_its_type_default_range_choices_and_meaning():
+    choices = setting_choices()
+    result = subprocess.run([sys.executable, "-m", "ignore.train", "--help"], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr
     text = result.stdout
     for section in dataclasses.fields(Config):
@@ -205,7 +212,49 @@ def test_help_lists_every_key_with_its_type_default_range_and_meaning():
             assert meaning, f"{key} has no meaning"
             kind = {str: "str", int: "int", float: "float", bool: "bool"}[type(item.default)]
             limits = f", range {RANGES[key]}" if key in RANGES else ""
+            limits += f", one of {' | '.join(choices[key])}" if key in choices else ""
             assert f"  {key} ({kind}, default {item.default!r}{limits})\n" in text, key
             assert " ".join(meaning.split()[:4]) in " ".join(text.split()), key
     assert text.count("default ") == len(valid_keys())
-    assert "  train.tracker (str, default 'tensorboard')" in text and "  optim.lr (float, default 0.001, range > 0)" in text
+    assert "  optim.lr (float, default 0.001, range > 0)" in text
+    assert "  optim.scheduler (str, default 'none', one of none | onecycle)" in text
+    for method in ("ignore", "an", "never_reject", "oracle_reject", "an_ls", "wan", "epr", "role", "em", "em_apl",
+                   "ll_r", "ll_ct", "ll_cp", "boostlu", "full", "random_reject"):
+        assert f" {method} " in text.split("  method.name (")[1].split(")")[0] + " ", method
+
+
+FREE_TEXT = {"data.path", "data.image_root", "data.image_column", "data.label_column", "model.pretrained",
+             "train.output_dir", "train.resume"}  # paths, column names, weights: no fixed set
+
+
+def test_every_string_setting_is_free_text_or_has_its_registrys_choices():
+    string_keys = {key for key in valid_keys() if isinstance(dict(flatten(dataclasses.asdict(Config())))[key], str)}
+    assert string_keys - FREE_TEXT == set(setting_choices())
+    for key, allowed in setting_choices().items():
+        default = dict(flatten(dataclasses.asdict(Config())))[key]
+        assert default in allowed, key
+
+
+def test_the_trackers_are_accelerates():
+    from accelerate.utils import LoggerType
+
+    assert set(TRACKERS) == {"none"} | set(LoggerType.list()) - {"all"}
+
+
+@pytest.mark.parametrize("key", sorted(setting_choices()))
+def test_a_typo_in_a_string_setting_stops_at_once_with_the_allowed_values_and_creates_nothing(key, tmp_path):
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "ignore.train", f"{key}=typo", "train.output_dir=run"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    seconds = time.monotonic() - started
+    assert result.returncode == 2
+    allowed = " | ".join(setting_choices()[key])
+    assert result.stderr == f"error: config key '{key}' must be one of {allowed}, got 'typo'\n"
+    assert list(tmp_path.iterdir()) == []
+    assert seconds < 2, seconds  # nothing heavy (torch) is imported before the config is checked
+
+
+def test_a_typo_in_the_yaml_file_is_caught_too(tmp_path):
+    path = write(tmp_path, "model:\n  backbone: resnet101\n")
+    with pytest.raises(SPMLError, match=r"config key 'model.backbone' must be one of small_cnn \| resnet18"):
+        load_config(path, choices=setting_choices())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ignore.cpu_threads import launcher_chose_one_thread
+from ignore.training.cpu_threads import launcher_chose_one_thread
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHED = {"OMP_NUM_THREADS": "1", "ACCELERATE_DYNAMO_BACKEND": "NO"}

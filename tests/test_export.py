@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ignore.errors import SPMLError
-from ignore.export import SPMLClassifier, add_test_metrics, load_export, main, write_export
+from ignore.export import main
+from ignore.models.export import SPMLClassifier, add_test_metrics, load_export, write_export
 from ignore.models.cam_model import CAMClassifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ def test_export_loads_through_the_hub_mixin_in_a_fresh_process(tmp_path):
     torch.save(images, tmp_path / "images.pt")
     script = ("import sys, torch\n"
               "from huggingface_hub import PyTorchModelHubMixin\n"
-              "from ignore.export import SPMLClassifier\n"
+              "from ignore.models.export import SPMLClassifier\n"
               "assert issubclass(SPMLClassifier, PyTorchModelHubMixin)\n"
               "model = SPMLClassifier.from_pretrained(sys.argv[1])\n"
               "assert not model.training and model.class_names == ['cat', 'dog', 'car']\n"

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ignore.errors import SPMLError
-from ignore.precision import resolve_mixed_precision
+from ignore.training.precision import resolve_mixed_precision
 
 
 @pytest.mark.parametrize("launcher, gpu_bf16, expected", [

@@ -11,12 +11,12 @@ from PIL import Image
 from ignore.config import load_config
 from ignore.data.format import load_dataset
 from ignore.errors import SPMLError
-from ignore.inference import load_exported, predict_probabilities
+from ignore.inference import load_export, predict_probabilities
 from ignore.losses.masking import positive_region_mask
 from ignore.models.build import build_model
 from ignore.models.position import sine_position_embedding
 from ignore.models.query2label import Attention, Query2Label
-from ignore.optim import build_optimizer
+from ignore.training.optim import build_optimizer
 from test_train import TWO_PROCESSES, run_train, tiny_run_overrides
 
 TINY = dict(hidden_dim=32, heads=4, encoder_layers=1, decoder_layers=2, ffn_dim=64)
@@ -150,7 +150,7 @@ def test_two_process_q2l_ignore_run_keeps_thresholds_identical_and_its_export_re
     assert metrics["num_processes"] == 2 and metrics["thresholds_identical_across_ranks"] is True
     assert metrics["last_epoch_train"]["rejected"] > 0  # IGNORE rejected something after the warm-up
 
-    model = load_exported(tmp_path / "run" / "export")
+    model = load_export(tmp_path / "run" / "export")
     assert isinstance(model.network, Query2Label) and model.export_info["model"]["name"] == "q2l"
     data = load_dataset(tiny_dataset)
     images = [Image.open(data.image_root / name) for name in data.splits["test"]["image"]]

@@ -1,8 +1,8 @@
 """The run report on a hand-written run folder: a method without thresholds or pictures, a resumed log."""
 import json
 
-from ignore.report import write_report
-from ignore.tracking import ScalarLog, read_scalars
+from ignore.training.report import write_report
+from ignore.training.tracking import ScalarLog, read_scalars
 
 
 def test_a_resumed_log_keeps_the_last_value_of_a_step_and_a_method_without_thresholds_has_no_such_chart(tmp_path):

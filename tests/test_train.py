@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from ignore.checkpoint import resolve_resume
+from ignore.training.checkpoint import resolve_resume
 from ignore.data.format import load_dataset
 from ignore.errors import SPMLError
-from ignore.inference import load_exported, predict_probabilities
+from ignore.inference import load_export, predict_probabilities
 from launching import TWO_CPU_PROCESSES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_run_writes_metrics_and_an_export_that_reproduces_the_test_scores(tiny_d
     assert metrics["best_epoch"] in (0, 1)
     assert "fn_precision" in metrics["last_epoch_train"] or metrics["last_epoch_train"]["flagged"] == 0
     assert [epoch["epoch"] for epoch in metrics["epochs"]] == [0, 1]
-    for epoch in metrics["epochs"]:  # the detection diagnostics of every epoch
+    for epoch in metrics["epochs"]:  # the false-negative score diagnostics of every epoch
         assert set(epoch["train"]) >= {"gap_auroc", "gap_lat_auroc", "absolute_gap_auroc", "drop_auroc", "logit_auroc",
                                        "masked_area"}
         assert epoch["train"]["gap_auroc"] == epoch["train"]["drop_auroc"]  # method.gap=drop
@@ -52,7 +52,7 @@ def test_run_writes_metrics_and_an_export_that_reproduces_the_test_scores(tiny_d
         assert sum(histogram["true_fn"]) == epoch["train"]["false_negatives"]
     assert (run / "config.yaml").is_file() and list((run / "tensorboard").glob("events.out.tfevents.*"))
 
-    model = load_exported(run / "export")
+    model = load_export(run / "export")
     assert model.class_names == ["class0", "class1", "class2", "class3"]
     data = load_dataset(tiny_dataset)
     images = [Image.open(data.image_root / name) for name in data.splits["test"]["image"]]
@@ -217,7 +217,7 @@ def test_two_process_launch_keeps_thresholds_identical_on_every_rank(tiny_datase
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2
     assert metrics["thresholds_identical_across_ranks"] is True
-    # the detection diagnostics cover both ranks' entries
+    # the false-negative score diagnostics cover both ranks' entries
     assert sum(metrics["epochs"][-1]["histograms"]["gap"]["true_fn"]) == metrics["last_epoch_train"]["false_negatives"]
 
 
@@ -233,7 +233,7 @@ def test_pretrained_mobilenet_run_exports_a_model_that_reproduces_its_scores(tin
                                            "method.cam_normalisation=authors", "method.mask_fill=black", "train.epochs=1"),
                        TORCH_HOME=str(torch_home))
     assert result.returncode == 0, result.stderr[-3000:]
-    model = load_exported(tmp_path / "run" / "export")
+    model = load_export(tmp_path / "run" / "export")
     assert model.export_info["model"]["output_stride"] == 16 and model.export_info["mean"] == [0.485, 0.456, 0.406]
     data = load_dataset(tiny_dataset)
     images = [Image.open(data.image_root / name) for name in data.splits["test"]["image"]]
@@ -243,11 +243,11 @@ def test_pretrained_mobilenet_run_exports_a_model_that_reproduces_its_scores(tin
 
 @pytest.mark.parametrize("overrides, message", [
     (["method.warm_upp=2"], "unknown config key 'method.warm_upp'"),
-    (["method.name=magic"], "method.name 'magic' is not one of"),
+    (["method.name=magic"], "config key 'method.name' must be one of an | full | ignore"),
     (["model.backbone=resnet18", "model.pretrained=/nonexistent/weights.pth"],
      "model.pretrained: /nonexistent/weights.pth is neither a file nor a torchvision weights name"),
-    (["method.cam_normalisation=batch"], "method.cam_normalisation must be one of ('image', 'authors')"),
-    (["model.backbone=vgg"], "model.backbone 'vgg' is not one of"),
+    (["method.cam_normalisation=batch"], "config key 'method.cam_normalisation' must be one of image | authors"),
+    (["model.backbone=vgg"], "config key 'model.backbone' must be one of small_cnn | resnet18"),
     (["data.path=/nonexistent/dataset"], "/nonexistent/dataset: dataset directory not found"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(overrides, message, tmp_path):

@@ -12,7 +12,7 @@ from ignore.data.format import load_dataset
 from ignore.errors import SPMLError
 from ignore.evaluate import main as evaluate_main
 from ignore.predict import main as predict_main
-from ignore.tracking import trackers
+from ignore.training.tracking import trackers
 from launching import TWO_CPU_PROCESSES
 from test_train import run_train, tiny_run_overrides
 
@@ -130,8 +130,8 @@ def test_evaluate_refuses_a_dataset_with_other_classes(finished_run, tiny_datase
 def test_the_report_holds_the_runs_numbers_and_its_bars_are_the_test_ap(finished_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from ignore.report import BAR_AXES, DPI, bar_figure_size
-    from ignore.tracking import read_scalars
+    from ignore.training.report import BAR_AXES, DPI, bar_figure_size
+    from ignore.training.tracking import read_scalars
 
     metrics = json.loads((finished_run / "metrics.json").read_text())
     report = (finished_run / "report.md").read_text()
@@ -183,8 +183,8 @@ def test_another_tracker_or_none_leaves_the_report_and_a_bad_one_is_one_line(tin
     assert "| 0 |" in (tmp_path / "run" / "report.md").read_text()
     with pytest.raises(SPMLError) as error:
         trackers("papyrus", tmp_path)
-    assert str(error.value) == ("train.tracker 'papyrus' is not one of ['none', 'aim', 'tensorboard', 'wandb', "
-                                "'trackio', 'comet_ml', 'mlflow', 'clearml', 'dvclive', 'swanlab']")
+    assert str(error.value) == ("train.tracker 'papyrus' is not one of ('tensorboard', 'none', 'aim', 'wandb', "
+                                "'trackio', 'comet_ml', 'mlflow', 'clearml', 'dvclive', 'swanlab')")
     if importlib.util.find_spec("wandb") is None:
         with pytest.raises(SPMLError, match=r"^train.tracker=wandb: the wandb package is not installed"):
             trackers("wandb", tmp_path)
@@ -205,7 +205,7 @@ def test_the_exports_card_and_config_name_the_runs_metrics_and_command(finished_
     test = json.loads((finished_run / "metrics.json").read_text())["test"]
     card = (finished_run / "export" / "README.md").read_text()
     assert f"| test | {test['mAP']:.2f} | {test['CF1']:.2f} | {test['OF1']:.2f} |" in card
-    assert f"python train.py data.path={tiny_dataset} data.image_size=32" in card
+    assert f"ignore-train data.path={tiny_dataset} data.image_size=32" in card
     config = json.loads((finished_run / "export" / "config.json").read_text())
     assert config["test"]["per_class_AP"] == test["per_class_AP"] and config["export_version"] == 2
     assert config["training"]["config"]["method"]["warm_up"] == 1

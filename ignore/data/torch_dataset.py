@@ -7,9 +7,9 @@ from torch.utils.data import Dataset, Sampler
 
 from ..errors import SPMLError
 from .images import open_rgb
+from .registry import BAD_IMAGE_POLICIES
 
 logger = logging.getLogger(__name__)
-BAD_IMAGE_POLICIES = ("error", "skip")
 
 
 def augmentation_seed(seed, epoch, index):

@@ -12,7 +12,7 @@ class Method(nn.Module):
 
     The dict holds "loss" (to back-propagate), "logits" (weak-view logits, detached),
     "parts" (scalars averaged over a log interval), "counts" (summed over the interval and
-    over ranks) and optionally "detection" ({"scores": {name: (B, C)}, "candidates": (B, C)
+    over ranks) and optionally "fn_scores" ({"scores": {name: (B, C)}, "candidates": (B, C)
     bool, "targets": (B, C) bool}: scores of suspected false negatives, which the loop turns
     into per-epoch AUROCs); `ratios` names the logged ratios of two counts. `views` lists the dataset
     views the step reads. Any state that must survive a resume lives in buffers of the
@@ -91,7 +91,7 @@ def false_negatives(batch):
     return (batch["labels"] == 1) & ~observed_positive(batch)
 
 
-def detection_counts(flagged, batch):
+def fn_counts(flagged, batch):
     """How well `flagged` (unannotated entries a method suspects) finds the false negatives.
 
     Measured against the clean training labels, which no loss ever reads.
@@ -104,7 +104,7 @@ def detection_counts(flagged, batch):
     }
 
 
-DETECTION_RATIOS = {
+FN_RATIOS = {
     "fn_precision": ("flagged_true_fn", "flagged"),
     "fn_recall": ("flagged_true_fn", "false_negatives"),
 }

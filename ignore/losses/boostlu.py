@@ -8,15 +8,15 @@ It needs a model whose logits are the global average of its "cam" (the CAM class
 from ..errors import SPMLError
 from ..models.cam_boost import EXPORT_KEY, boosted_logits
 from .large_loss import LargeLoss
-
-BASES = {"ll_r": "reject", "ll_ct": "temporary", "ll_cp": "permanent"}
+from .registry import BOOSTLU_BASES, METHODS
 
 
 class BoostLU(LargeLoss):
     def __init__(self, config, num_classes, accelerator, **context):
-        if config.boostlu_base not in BASES:
-            raise SPMLError(f"method.boostlu_base must be one of {sorted(BASES)}, got '{config.boostlu_base}'")
-        super().__init__(config, num_classes, accelerator, correction=BASES[config.boostlu_base], **context)
+        if config.boostlu_base not in BOOSTLU_BASES:
+            raise SPMLError(f"method.boostlu_base must be one of {BOOSTLU_BASES}, got '{config.boostlu_base}'")
+        _, _, arguments = METHODS[config.boostlu_base]  # the Large Loss variant's own correction
+        super().__init__(config, num_classes, accelerator, **arguments, **context)
 
     def logits(self, output):
         return boosted_logits(output["cam"].float(), self.config.boostlu_alpha)

@@ -12,14 +12,13 @@ from torchvision.utils import make_grid
 
 from ..data.views import denormalise, pixel_to_normalised
 from ..errors import SPMLError
-from .base import DETECTION_RATIOS, Method, bce, detection_counts, false_negatives, masked_mean, observed_positive
-from .masking import CAM_NORMALISATIONS, positive_cam, positive_region_mask
+from .base import FN_RATIOS, Method, bce, fn_counts, false_negatives, masked_mean, observed_positive
+from .masking import positive_cam, positive_region_mask
+from .registry import CAM_NORMALISATIONS, GAPS, MASKED_BATCHNORM_MODES, MASK_FILLS
 from .rejection import REJECTIONS, rejected_entries
 from .thresholds import GapThresholds
 
-MASKED_BATCHNORM_MODES = ("batch", "eval")
-GAPS = ("absolute", "drop")
-MASK_FILLS = {"mean": None, "black": (0.0, 0.0, 0.0)}  # None: 0 after normalisation, the mean colour
+FILL_PIXELS = {"mean": None, "black": (0.0, 0.0, 0.0)}  # None: 0 after normalisation, the mean colour
 
 
 @contextlib.contextmanager
@@ -50,13 +49,13 @@ class Ignore(Method):
     """IGNORE's step. `rejection` picks the rejected set: "gap" is the method, the others are
     its controls (rejection.py), registered as never_reject, random_reject, oracle_reject."""
 
-    ratios = {**DETECTION_RATIOS, "rejected_fraction": ("rejected", "entries"),
+    ratios = {**FN_RATIOS, "rejected_fraction": ("rejected", "entries"),
               "rejected_precision": ("rejected_true_fn", "rejected")}
 
     def __init__(self, config, num_classes, accelerator, rejection="gap", **context):
         super().__init__(config, num_classes, accelerator, **context)
         for key, allowed in (("masked_batchnorm", MASKED_BATCHNORM_MODES), ("cam_normalisation", CAM_NORMALISATIONS),
-                             ("mask_fill", tuple(MASK_FILLS)), ("gap", GAPS)):
+                             ("mask_fill", MASK_FILLS), ("gap", GAPS)):
             if getattr(config, key) not in allowed:
                 raise SPMLError(f"method.{key} must be one of {allowed}, got '{getattr(config, key)}'")
         assert rejection in REJECTIONS, rejection
@@ -106,18 +105,18 @@ class Ignore(Method):
             "masked_area": masked["area"],
         }
         true_fn = false_negatives(batch)  # diagnostics only
-        counts = {**detection_counts(suspect, batch), "rejected": reject.sum(),
+        counts = {**fn_counts(suspect, batch), "rejected": reject.sum(),
                   "rejected_true_fn": (reject & true_fn).sum(),
                   "entries": torch.tensor(reject.numel(), device=reject.device)}
         # Scores of the unannotated labels as false negatives: the rule's gap (method.gap) alone
         # and gated by LAT (labels below their class average rank last), both gap definitions,
         # and the weak logit itself for comparison (does the gap know more than the logit?).
-        detection = {"scores": {"gap": rule_gap, "gap_lat": torch.where(above_average, rule_gap, float("-inf")),
+        fn_scores = {"scores": {"gap": rule_gap, "gap_lat": torch.where(above_average, rule_gap, float("-inf")),
                                 "absolute_gap": gap, "drop": drop, "logit": weak_logits.detach()},
                      "candidates": unannotated, "targets": true_fn}
         return {"loss": loss, "logits": weak_logits.detach(),
                 "parts": {name: value.detach() for name, value in parts.items()}, "counts": counts,
-                "detection": detection}
+                "fn_scores": fn_scores}
 
     def forward_views(self, model, batch, masked_pass):
         """(weak output, strong output), with `masked_pass(weak output)` run in between when
@@ -156,7 +155,7 @@ class Ignore(Method):
     def masked_images(self, images, mask):
         """Images with the pixels outside `mask` replaced by `method.mask_fill`."""
         mask = mask.to(images.dtype)
-        fill_pixel = MASK_FILLS[self.config.mask_fill]
+        fill_pixel = FILL_PIXELS[self.config.mask_fill]
         if fill_pixel is None:
             return images * mask
         return images * mask + pixel_to_normalised(images, self.normalisation, fill_pixel) * (1 - mask)

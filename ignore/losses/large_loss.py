@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .base import DETECTION_RATIOS, Method, bce, detection_counts, entry_mean, observed_positive
+from .base import FN_RATIOS, Method, bce, fn_counts, entry_mean, observed_positive
 from .row_state import write_shared_rows
 
 CORRECTIONS = ("reject", "temporary", "permanent")
@@ -29,7 +29,7 @@ def largest(count, values, candidates):
 
 
 class LargeLoss(Method):
-    ratios = {**DETECTION_RATIOS}
+    ratios = {**FN_RATIOS}
 
     def __init__(self, config, num_classes, accelerator, correction="reject", **context):
         super().__init__(config, num_classes, accelerator, **context)
@@ -62,7 +62,7 @@ class LargeLoss(Method):
             write_shared_rows(self.accelerator, batch["index"], [self.corrected],
                               [self.corrected[batch["index"]] | flagged])
         loss = entry_mean(loss_matrix)  # over all B x C entries, rejected ones counting 0, as the authors
-        counts = detection_counts(flagged, batch)
+        counts = fn_counts(flagged, batch)
         if self.correction == "permanent":
             counts["corrected_seen"] = (positive & ~observed_positive(batch)).sum()  # corrected before this step
         return {"loss": loss, "logits": logits.detach(), "parts": {"loss_ll": loss.detach()}, "counts": counts}

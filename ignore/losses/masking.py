@@ -2,8 +2,6 @@
 import torch
 import torch.nn.functional as F
 
-CAM_NORMALISATIONS = ("image", "authors")
-
 
 def normalise_per_image(cam):
     """Min-max normalise each map (B, h, w) over its own pixels (not across the batch)."""

@@ -19,11 +19,12 @@ from torch import hub, nn
 
 from ..data.views import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import SPMLError
+from .registry import BACKBONES
 
 # "imagenet" means torchvision's first ImageNet weights: the ResNet-50 of the SPML papers
 # (the authors' `resnet50(pretrained=True)`) is IMAGENET1K_V1.
 IMAGENET_ALIAS = "IMAGENET1K_V1"
-WIDTHS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "mobilenet_v2": 1280}
+WIDTHS = {name: width for name, width in BACKBONES.items() if name != "small_cnn"}  # torchvision's trunks
 OUTPUT_STRIDES = (16, 32)
 
 
@@ -58,7 +59,7 @@ def build_trunk(name, pretrained="", output_stride=32):
                             f"{sorted(WIDTHS)}")
         if output_stride != 32:
             raise SPMLError("model.output_stride: small_cnn has a fixed stride of 8; leave output_stride at 32")
-        return Trunk(small_cnn(), 256)
+        return Trunk(small_cnn(), BACKBONES[name])
     if name not in WIDTHS:
         raise SPMLError(f"model.backbone '{name}' is not one of {sorted(WIDTHS) + ['small_cnn']}")
     if output_stride not in OUTPUT_STRIDES:

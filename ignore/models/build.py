@@ -6,8 +6,7 @@ from ..config import ModelConfig
 from ..errors import SPMLError
 from .cam_model import CAMClassifier
 from .query2label import Query2Label
-
-MODEL_NAMES = ("cam", "q2l")
+from .registry import MODELS
 
 
 def build_model(model_config, num_classes):
@@ -21,7 +20,7 @@ def build_model(model_config, num_classes):
                            encoder_layers=model_config.q2l_encoder_layers,
                            decoder_layers=model_config.q2l_decoder_layers, ffn_dim=model_config.q2l_ffn_dim,
                            dropout=model_config.q2l_dropout)
-    raise SPMLError(f"model.name '{model_config.name}' is not one of {MODEL_NAMES}")
+    raise SPMLError(f"model.name '{model_config.name}' is not one of {MODELS}")
 
 
 def model_settings(model_config):

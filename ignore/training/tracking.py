@@ -6,19 +6,20 @@ call, `{"step": N, "name": value, ...}`, which the run report reads back.
 import json
 from pathlib import Path
 
-from accelerate.tracking import GeneralTracker, get_available_trackers
-from accelerate.utils import LoggerType
+import numpy as np
 
-from .errors import SPMLError
+from accelerate.tracking import GeneralTracker, get_available_trackers
+
+from ..errors import SPMLError
+from .registry import TRACKERS
 
 SCALARS = "scalars.jsonl"
 
 
 def trackers(name, output_dir):
     """`log_with` for the Accelerator: the named tracker (none: no tracker) and the scalar log."""
-    choices = ["none"] + [kind for kind in LoggerType.list() if kind != "all"]
-    if name not in choices:
-        raise SPMLError(f"train.tracker '{name}' is not one of {choices}")
+    if name not in TRACKERS:
+        raise SPMLError(f"train.tracker '{name}' is not one of {TRACKERS}")
     if name != "none" and name not in [str(kind) for kind in get_available_trackers()]:
         raise SPMLError(f"train.tracker={name}: the {name} package is not installed (pip install {name})")
     return ([] if name == "none" else [name]) + [ScalarLog(output_dir)]
@@ -56,3 +57,32 @@ def read_scalars(run_dir):
         for name, value in record.items():
             series.setdefault(name, {})[step] = value
     return {name: sorted(values.items()) for name, values in series.items()}
+
+
+def log_pictures(run, preview):
+    if not run.accelerator.is_main_process or run.config.train.tracker != "tensorboard":
+        return
+    pictures = run.method.pictures(run.model, preview)
+    if pictures:
+        tracker = run.accelerator.get_tracker("tensorboard")
+        tracker.log_images({tag: image[None] for tag, image in pictures.items()}, step=run.progress.global_step)
+
+
+def log_histograms(run, fn_scores):
+    """Scores of the true false negatives and of the true negatives, one histogram each."""
+    if not run.accelerator.is_main_process or not fn_scores or run.config.train.tracker != "tensorboard":
+        return
+    writer = run.accelerator.get_tracker("tensorboard", unwrap=True)
+    for name, groups in fn_scores.items():
+        for group, values in groups.items():
+            values = values[np.isfinite(values)]  # a gated-out label scores -inf
+            if len(values):
+                writer.add_histogram(f"fn_scores/{name}_{group}", values, run.progress.global_step)
+
+
+def fn_score_line(train_summary):
+    """', gap AUROC 0.71 (with LAT 0.74, logit 0.80)' when the method scored false negatives."""
+    if "gap_auroc" not in train_summary:
+        return ""
+    return (f", gap AUROC {train_summary['gap_auroc']:.3f} (with LAT {train_summary['gap_lat_auroc']:.3f}, "
+            f"drop {train_summary['drop_auroc']:.3f}, logit {train_summary['logit_auroc']:.3f})")

@@ -1,6 +1,6 @@
 """Benchmark: do 2 processes learn what 1 process learns at the same global batch?
 
-    python -m ignore.bench_processes [--seeds 0 1 2 3 4] [--batch 32] [--out DIR] [key=value ...]
+    python benchmarks/processes.py [--seeds 0 1 2 3 4] [--batch 32] [--out DIR] [key=value ...]
 
 Per seed, four runs of `train.py` with the same global batch and the same overrides:
 one process of `--batch` images; two CPU processes over gloo of half as many each, with
@@ -16,8 +16,8 @@ import argparse
 import statistics
 from pathlib import Path
 
-from .compare import ensure_run
-from .errors import exit_on_error
+from ignore.compare import ensure_run
+from ignore.errors import exit_on_error
 
 VARIANTS = {  # name: (processes, CPU threads a process, extra overrides)
     "1 process": (1, 1, []),

@@ -1,8 +1,8 @@
 """How well a method's scores find the false negatives among the unannotated labels.
 
-A method's step may return "detection": {"scores": {name: (B, C)}, "candidates": (B, C)
+A method's step may return "fn_scores": {"scores": {name: (B, C)}, "candidates": (B, C)
 bool (the unannotated labels), "targets": (B, C) bool (those the clean labels mark
-positive)}. The loop collects them over an epoch on every rank; `DetectionCollector.summary`
+positive)}. The loop collects them over an epoch on every rank; `FNScoreCollector.summary`
 gathers them and gives each score's AUROC (1 = every false negative ranks above every true
 negative, 0.5 = chance) and the scores of both groups for histograms. Diagnostics only: no
 loss reads the clean labels through here.
@@ -30,17 +30,17 @@ def auroc(scores, targets):
     return float((positive_rank_sum - num_positive * (num_positive + 1) / 2) / (num_positive * num_negative))
 
 
-class DetectionCollector:
-    """The detection entries of one epoch's steps, kept on the device until the epoch ends."""
+class FNScoreCollector:
+    """The false-negative scores of one epoch's steps, kept on the device until the epoch ends."""
 
     def __init__(self):
         self.names, self.rows = None, []
 
-    def add(self, detection):
-        scores = detection["scores"]
+    def add(self, fn_scores):
+        scores = fn_scores["scores"]
         self.names = sorted(scores)
         columns = [scores[name].detach().float() for name in self.names]
-        columns += [detection["targets"].float(), detection["candidates"].float()]
+        columns += [fn_scores["targets"].float(), fn_scores["candidates"].float()]
         self.rows.append(torch.stack(columns, dim=-1).flatten(0, 1))  # (B * C, scores + 2)
 
     def gathered(self, accelerator):

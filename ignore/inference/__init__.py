@@ -1,20 +1,17 @@
-"""Use an exported model: `load_exported(dir)` then `predict_probabilities(model, images)`.
+"""Use an exported model: `load_export(dir)` then `predict_probabilities(model, images)`.
 
-    from ignore.inference import load_exported, predict_probabilities
-    model = load_exported("runs/demo/export")          # or a Hub repository, USER/NAME
+    from ignore.inference import load_export, predict_probabilities
+    model = load_export("runs/demo/export")          # or a Hub repository, USER/NAME
     probabilities = predict_probabilities(model, [PIL.Image.open("a.jpg")])  # (1, C)
     dict(zip(model.class_names, probabilities[0].tolist()))
 """
 import torch
 
-from .data.images import to_rgb
-from .data.views import eval_view
-from .export import load_export
+from ..data.images import to_rgb
+from ..data.views import eval_view
+from ..models.export import load_export
 
-
-def load_exported(export_dir, device="cpu"):
-    """The exported classifier (an `SPMLClassifier`) in eval mode, with `class_names` and `export_info`."""
-    return load_export(export_dir, device)
+__all__ = ["load_export", "predict_probabilities", "preprocessing"]
 
 
 def preprocessing(model):

@@ -1,5 +1,4 @@
 """Resume state (Accelerate's save_state) and the weights-only export."""
-import json
 import os
 import pickle
 import shutil
@@ -10,9 +9,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from .errors import SPMLError
-from .export import write_export
-from .files import write_text_atomic
+from ..errors import SPMLError
+from ..models.export import write_export
 
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
@@ -147,18 +145,3 @@ def export_model(accelerator, model, export_info, output_dir):
     """The network's weights, the config and a model card in output_dir/export (ignore/export.py)."""
     if accelerator.is_main_process:
         write_export(Path(output_dir) / EXPORT, network(accelerator, model), export_info)
-
-
-def write_json_atomic(path, payload):
-    """Strict JSON: a nan (an AUROC without false negatives, say) is written as null."""
-    write_text_atomic(path, json.dumps(without_nan(payload), indent=2, allow_nan=False) + "\n")
-
-
-def without_nan(value):
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {key: without_nan(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [without_nan(item) for item in value]
-    return value

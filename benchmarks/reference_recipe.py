@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from .data.images import open_rgb
-from .data.views import strong_view, weak_view
+from ignore.data.images import open_rgb
+from ignore.data.views import strong_view, weak_view
 
 EPSILON = 1e-5
 

@@ -1,6 +1,6 @@
 """Throughput: the authors' recipe (reference) and our training loop, side by side.
 
-    python -m ignore.bench [--backbone resnet18] [--image-size 224] [--batch-size 16] [--steps 12] [--data DIR]
+    python benchmarks/throughput.py [--backbone resnet18] [--image-size 224] [--batch-size 16] [--steps 12] [--data DIR]
 
 Same model, image size, batch and data (the demo dataset, or --data) for both. Each figure
 is measured in a fresh process, so peak memory is that phase's own:
@@ -25,17 +25,17 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from .bench_reference import ReferenceDataset, ReferenceStep
-from .config import Config
-from .data.demo import ensure_demo_dataset
-from .data.format import load_dataset
-from .data.loading import build_loaders
-from .data.views import IMAGENET
-from .errors import exit_on_error
-from .losses.ignore import Ignore
-from .models.cam_model import CAMClassifier
-from .optim import build_optimizer
-from .precision import resolve_mixed_precision
+from ignore.config import Config
+from ignore.data.demo import ensure_demo_dataset
+from ignore.data.format import load_dataset
+from ignore.data.loading import build_loaders
+from ignore.data.views import IMAGENET
+from ignore.errors import exit_on_error
+from ignore.losses.ignore import Ignore
+from ignore.models.cam_model import CAMClassifier
+from ignore.training.optim import build_optimizer
+from ignore.training.precision import resolve_mixed_precision
+from reference_recipe import ReferenceDataset, ReferenceStep
 
 PHASES = ("loader", "step", "end_to_end")
 VARIANTS = ("reference", "ours")
@@ -98,7 +98,7 @@ def run_child(forwarded, variant, phase):
     environment = dict(os.environ)
     if phase == "memory":
         environment["MALLOC_MMAP_THRESHOLD_"] = "131072"
-    command = [sys.executable, "-m", "ignore.bench", *forwarded, "--child", variant, phase]
+    command = [sys.executable, __file__, *forwarded, "--child", variant, phase]
     output = subprocess.run(command, check=True, capture_output=True, text=True, env=environment).stdout
     return json.loads(output.strip().splitlines()[-1])
 

@@ -1,10 +1,8 @@
 """Optimiser with a faster CAM head (SPEC 2.9) and the learning-rate schedule."""
 import torch
 
-from .errors import SPMLError
-
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-SCHEDULERS = ("none", "onecycle")
+from ..errors import SPMLError
+from .registry import OPTIMIZERS, SCHEDULERS
 
 
 def build_optimizer(model, optim_config, head_lr_multiplier, lr):
@@ -15,7 +13,7 @@ def build_optimizer(model, optim_config, head_lr_multiplier, lr):
         {"params": [p for p in model.parameters() if id(p) not in head], "lr": lr},
         {"params": model.head_parameters(), "lr": lr * head_lr_multiplier},
     ]
-    return OPTIMIZERS[optim_config.optimizer](groups, lr=lr, weight_decay=optim_config.weight_decay)
+    return getattr(torch.optim, OPTIMIZERS[optim_config.optimizer])(groups, lr=lr, weight_decay=optim_config.weight_decay)
 
 
 def build_scheduler(optimizer, optim_config, total_steps):

@@ -1,11 +1,11 @@
-"""False-negative detection diagnostics: AUROC against sklearn, the epoch collector."""
+"""False-negative score diagnostics: AUROC against sklearn, the epoch collector."""
 import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
 from sklearn.metrics import roc_auc_score
 
-from ignore.detection import DetectionCollector, auroc, histogram
+from ignore.training.fn_scores import FNScoreCollector, auroc, histogram
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -23,7 +23,7 @@ def test_auroc_by_hand_and_without_one_group():
 
 
 def test_collector_keeps_only_candidates_over_the_steps_of_an_epoch():
-    collector = DetectionCollector()
+    collector = FNScoreCollector()
     rng = np.random.default_rng(0)
     every = {"score": [], "target": [], "candidate": []}
     for _ in range(3):
@@ -51,5 +51,5 @@ def test_gated_out_labels_tie_at_minus_infinity_and_stay_out_of_histograms():
     assert counts == {"edges": [1.0, 1.5, 2.0], "true_fn": [0, 1], "true_negative": [1, 0]}
 
 
-def test_an_epoch_without_detection_gives_nothing():
-    assert DetectionCollector().summary(Accelerator(cpu=True)) == ({}, {})
+def test_an_epoch_without_fn_scores_gives_nothing():
+    assert FNScoreCollector().summary(Accelerator(cpu=True)) == ({}, {})

@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .files import write_text_atomic  # noqa: E402
+from ..files import write_text_atomic  # noqa: E402
 from .tracking import read_scalars  # noqa: E402
 
 FIGURES = "report"

@@ -3,9 +3,8 @@ import os
 
 import torch
 
-from .errors import SPMLError
-
-CHOICES = ("auto", "no", "bf16", "fp16")
+from ..errors import SPMLError
+from .registry import MIXED_PRECISION
 
 
 def resolve_mixed_precision(setting):
@@ -16,8 +15,8 @@ def resolve_mixed_precision(setting):
     device that supports it, else "no" (fp32). Any other value is used as is, over the
     launcher's.
     """
-    if setting not in CHOICES:
-        raise SPMLError(f"train.mixed_precision must be one of {CHOICES}, got '{setting}'")
+    if setting not in MIXED_PRECISION:
+        raise SPMLError(f"train.mixed_precision must be one of {MIXED_PRECISION}, got '{setting}'")
     if setting != "auto":
         return setting
     launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")

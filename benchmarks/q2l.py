@@ -1,11 +1,11 @@
 """Benchmark: Query2Label against the CAM model on the same data and budget; prints a table.
 
-    python -m ignore.bench_q2l [--methods an never_reject ignore] [--seeds 0 1 2] [--out DIR]
+    python benchmarks/q2l.py [--methods an never_reject ignore] [--seeds 0 1 2] [--out DIR]
                                [--parallel 2] [--timed-steps 8] [key=value ...]
 
-Each (model, method, seed) trains as a separate `python train.py` run in
+Each (model, method, seed) trains as a separate `python -m ignore.train` run in
 DIR/<model>/<method>/seed<S>: the CAM model with the defaults, Query2Label with
-configs/ignore_q2l_demo.yaml; the key=value overrides (the budget: epochs, data.train_subset,
+the shipped recipe ignore_q2l_demo; the key=value overrides (the budget: epochs, data.train_subset,
 ...) apply to both. A run whose metrics.json exists is reused. `--parallel N` runs N at once,
 one thread each. Then both models are built in this process and timed on the same training
 batch with IGNORE's step (forward, masked pass, backward, optimiser step), one step of each
@@ -25,16 +25,15 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from .config import load_config, scaled_lr
-from .data.loading import build_loaders, load_spml_data
-from .errors import exit_on_error
-from .losses.registry import build_method
-from .models.build import build_model
-from .optim import build_optimizer
+from ignore.config import load_config, scaled_lr
+from ignore.data.loading import build_loaders, load_spml_data
+from ignore.errors import exit_on_error
+from ignore.losses.registry import build_method
+from ignore.models.build import build_model
+from ignore.training.optim import build_optimizer
 
-REPO = Path(__file__).resolve().parents[1]
-# model: (its config file or None, its overrides), before the budget
-MODELS = {"cam": (None, ["model.name=cam"]), "q2l": (REPO / "configs" / "ignore_q2l_demo.yaml", [])}
+# model: (its shipped recipe or None, its overrides), before the budget
+MODELS = {"cam": (None, ["model.name=cam"]), "q2l": ("ignore_q2l_demo", [])}
 
 
 def parse_args(argv=None):
@@ -52,11 +51,11 @@ def train_all(args):
     """{(model, method, seed): metrics}; trains what is missing, `args.parallel` at a time."""
     jobs, running = [], []
     for model, (config_file, model_overrides) in MODELS.items():
-        model_arguments = (["--config", str(config_file)] if config_file else []) + model_overrides
+        model_arguments = (["--config", config_file] if config_file else []) + model_overrides
         for method in args.methods:
             for seed in args.seeds:
                 run_dir = Path(args.out) / model / method / f"seed{seed}"
-                command = [sys.executable, str(REPO / "train.py"), *model_arguments, *args.overrides,
+                command = [sys.executable, "-m", "ignore.train", *model_arguments, *args.overrides,
                            f"method.name={method}", f"train.seed={seed}", f"train.output_dir={run_dir}"]
                 jobs.append(((model, method, seed), run_dir, command))
     environment = {**os.environ, **({"OMP_NUM_THREADS": "1"} if args.parallel > 1 else {})}
@@ -66,7 +65,7 @@ def train_all(args):
         while len(running) >= args.parallel:
             wait_for_one(running)
         print("$", " ".join(command), flush=True)
-        running.append((subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.DEVNULL,
+        running.append((subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, text=True), command))
     while running:
         wait_for_one(running)

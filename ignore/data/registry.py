@@ -1,0 +1,5 @@
+"""The data settings' fixed values (names only, no torch import: the config checks them when parsed)."""
+
+BAD_IMAGE_POLICIES = ("error", "skip")  # torch_dataset.py
+
+CHOICES = {"data.bad_images": BAD_IMAGE_POLICIES}

@@ -1,0 +1,219 @@
+"""The one training loop: the epochs (fit), one epoch (train_one_epoch), evaluation and the test.
+
+Methods plug in through `method.step`; nothing here branches on the method.
+"""
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from ..errors import SPMLError
+from ..files import write_json_atomic
+from ..metrics import multilabel_metrics, results_table
+from ..models.export import add_test_metrics
+from .checkpoint import EXPORT, export_model, network, require_finite, save_checkpoint
+from .fn_scores import FNScoreCollector, histogram
+from .tracking import fn_score_line, log_histograms, log_pictures
+
+
+@dataclass
+class Run:
+    """What the loop needs, wired by training/run.py."""
+
+    config: object
+    accelerator: object
+    model: object
+    method: object
+    optimizer: object
+    scheduler: object
+    progress: object
+
+
+@dataclass
+class Meter:
+    """Sums of a method's parts and counts since the last log, kept on the device."""
+
+    parts: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+    steps: int = 0
+
+    def add(self, output):
+        for name, value in [("loss", output["loss"].detach().float())] + list(output["parts"].items()):
+            self.parts[name] = self.parts.get(name, 0) + value.float()
+        for name, value in output["counts"].items():
+            self.counts[name] = self.counts.get(name, 0) + value
+        self.steps += 1
+
+    def summary(self, accelerator, ratios):
+        """Means of the parts on this rank, counts and ratios summed over all ranks (one sync)."""
+        names = sorted(self.parts) + sorted(self.counts)
+        values = torch.stack([self.parts[n] / self.steps for n in sorted(self.parts)]
+                             + [self.counts[n].float() for n in sorted(self.counts)])
+        counts = accelerator.reduce(values[len(self.parts):], reduction="sum")
+        values = torch.cat([values[:len(self.parts)], counts]).tolist()
+        logs = dict(zip(names, values))
+        for ratio, (numerator, denominator) in ratios.items():
+            if logs.get(denominator, 0) > 0:
+                logs[ratio] = logs[numerator] / logs[denominator]
+        return logs
+
+
+@dataclass
+class EpochResult:
+    train: dict  # the epoch's means and summed counts (all ranks), with the false-negative score AUROCs
+    skipped: int  # unreadable images skipped on this rank
+    fn_scores: dict  # {score: {"true_fn": values, "true_negative": values}} of all ranks
+
+
+def train_one_epoch(run, epoch, loader, progress_bar):
+    """One pass over `loader` (already advanced past the steps of a resumed epoch): an EpochResult."""
+    model, method, optimizer, scheduler, accelerator = run.model, run.method, run.optimizer, run.scheduler, run.accelerator
+    config = run.config.train
+    model.train()
+    meter, epoch_meter, fn_scores, skipped = Meter(), Meter(), FNScoreCollector(), 0
+    for batch in loader:
+        with accelerator.accumulate(model):
+            output = method.step(model, batch, epoch)
+            accelerator.backward(output["loss"])
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        meter.add(output)
+        epoch_meter.add(output)
+        if "fn_scores" in output:
+            fn_scores.add(output["fn_scores"])
+        if len(batch["skipped"]):  # a shape, not a value: no synchronisation unless something was skipped
+            skipped += len(batch["skipped"])
+            accelerator.print(f"skipped unreadable images: train rows {batch['skipped'].tolist()}")
+        if not accelerator.sync_gradients:
+            continue
+        scheduler.step()
+        run.progress.step_in_epoch += 1
+        run.progress.global_step += 1
+        progress_bar.update(1)
+        step = run.progress.global_step
+        if step % config.log_every == 0:
+            log_interval(run, meter, step)
+            meter = Meter()
+        if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+            save_checkpoint(run)
+        if config.max_steps and step >= config.max_steps:
+            break
+    if meter.steps:
+        log_interval(run, meter, run.progress.global_step)
+    epoch_summary = epoch_meter.summary(accelerator, method.ratios) if epoch_meter.steps else {}
+    aurocs, groups = fn_scores.summary(accelerator)
+    return EpochResult({**epoch_summary, **aurocs}, skipped, groups)
+
+
+def log_interval(run, meter, step):
+    """Log the interval's means; stop the run if a loss part, a weight or a statistic is not finite."""
+    logs = meter.summary(run.accelerator, run.method.ratios)
+    bad = {name: value for name, value in logs.items() if not math.isfinite(value)}
+    if bad:
+        first = step - meter.steps + 1
+        parts = ", ".join(f"{name}={value:.4g}" for name, value in logs.items() if name in meter.parts)
+        raise SPMLError(f"non-finite loss at step {first}..{step} (interval means: {parts})")
+    require_finite(run, f"at step {step}")  # a huge step can leave the loss finite but a statistic inf
+    logs = {f"train/{name}": value for name, value in logs.items()}
+    for index, group in enumerate(run.optimizer.param_groups):
+        logs[f"lr/group{index}"] = group["lr"]
+    run.accelerator.log(logs, step=step)
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator, eval_logits=lambda output: output["logits"]):
+    """Metrics on clean labels over the whole split, from every rank, padding dropped.
+
+    eval_logits: the method's (Method.eval_logits), which BoostLU changes.
+    """
+    model.eval()
+    scores, labels = [], []
+    for batch in loader:
+        if len(batch["skipped"]):
+            raise SPMLError(f"unreadable evaluation images (rows {batch['skipped'].tolist()}): "
+                            "metrics would silently cover fewer images")
+        with accelerator.autocast():
+            logits = eval_logits(model(batch["image"]))
+        batch_scores, batch_labels = accelerator.gather_for_metrics((torch.sigmoid(logits.float()), batch["labels"]))
+        scores.append(batch_scores.cpu())
+        labels.append(batch_labels.cpu())
+    scores, labels = torch.cat(scores).numpy(), torch.cat(labels).numpy()
+    return multilabel_metrics(scores, labels), scores.astype(np.float32)
+
+
+def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
+    """Epochs from where the progress stands: train, validate, keep the best, checkpoint."""
+    accelerator, progress, config = run.accelerator, run.progress, run.config.train
+    output_dir = Path(config.output_dir)
+    last_epoch = progress.history[-1]["train"] if progress.history else {}  # a run resumed after its last epoch
+    skipped = 0
+    with tqdm(total=steps_per_epoch * config.epochs, initial=progress.global_step,
+              disable=not accelerator.is_main_process, desc="train") as bar:  # closed before any error line
+        while progress.epoch < config.epochs and not reached_max_steps(run):
+            epoch = progress.epoch
+            train_loader.set_epoch(epoch)
+            batches_done = progress.step_in_epoch * accelerator.gradient_accumulation_steps
+            result = train_one_epoch(run, epoch, accelerator.skip_first_batches(train_loader, batches_done), bar)
+            last_epoch, skipped = result.train, skipped + result.skipped
+            accelerator.log({f"epoch/{name}": value for name, value in last_epoch.items()}, step=progress.global_step)
+            if progress.step_in_epoch < steps_per_epoch:
+                break  # stopped by train.max_steps inside the epoch: no evaluation
+            val_metrics, _ = evaluate(run.model, val_loader, accelerator, run.method.eval_logits)
+            accelerator.log({"val/mAP": val_metrics["mAP"]}, step=progress.global_step)
+            log_pictures(run, preview)
+            log_histograms(run, result.fn_scores)
+            progress.history.append({"epoch": epoch, "val_mAP": val_metrics["mAP"], "train": last_epoch,
+                                     "histograms": {name: histogram(groups) for name, groups in result.fn_scores.items()}})
+            accelerator.print(f"epoch {epoch}: val mAP {val_metrics['mAP']:.2f}" + fn_score_line(last_epoch))
+            if val_metrics["mAP"] > progress.best_val_map:
+                progress.best_val_map, progress.best_epoch = val_metrics["mAP"], epoch
+                export_model(accelerator, run.model, {**export_info, "epoch": epoch, "val_mAP": val_metrics["mAP"]},
+                             output_dir)
+            progress.epoch, progress.step_in_epoch = epoch + 1, 0
+            save_checkpoint(run)
+    if progress.step_in_epoch:
+        save_checkpoint(run)
+    return last_epoch, skipped
+
+
+def reached_max_steps(run):
+    max_steps = run.config.train.max_steps
+    return bool(max_steps) and run.progress.global_step >= max_steps
+
+
+def test(run, test_loader, class_names, skipped, seconds, last_epoch):
+    """The best epoch's weights on the test split: metrics.json, test scores, a printed line."""
+    accelerator, output_dir = run.accelerator, Path(run.config.train.output_dir)
+    accelerator.wait_for_everyone()
+    network(accelerator, run.model).load_state_dict(load_file(str(output_dir / EXPORT / "model.safetensors")))
+    test_metrics, test_scores = evaluate(run.model, test_loader, accelerator, run.method.eval_logits)
+    skipped = int(accelerator.reduce(torch.tensor(skipped, device=accelerator.device), reduction="sum"))  # all ranks
+    summary = {"method": run.config.method.name, "best_epoch": run.progress.best_epoch,
+               "best_val_mAP": run.progress.best_val_map, "test": test_metrics, "last_epoch_train": last_epoch,
+               "epochs": run.progress.history,
+               "skipped_images": skipped, "thresholds_identical_across_ranks": thresholds_identical_across_ranks(run),
+               "num_processes": accelerator.num_processes, "train_seconds": round(seconds, 1)}
+    if accelerator.is_main_process:
+        write_json_atomic(output_dir / "metrics.json", summary)
+        np.save(output_dir / "test_scores.npy", test_scores)
+        add_test_metrics(output_dir / EXPORT, test_metrics)
+    accelerator.log({f"test/{name}": test_metrics[name] for name in ("mAP", "CF1", "OF1")},
+                    step=run.progress.global_step)
+    accelerator.print(results_table(class_names, test_metrics, "test"))
+    accelerator.print(f"test (best epoch {run.progress.best_epoch}): mAP {test_metrics['mAP']:.2f}  "
+                      f"CF1 {test_metrics['CF1']:.2f}  OF1 {test_metrics['OF1']:.2f}"
+                      + (f"  ({skipped} unreadable training images skipped)" if skipped else ""))
+
+
+def thresholds_identical_across_ranks(run):
+    """Gather every rank's method buffers and compare them bit for bit (None: no buffers)."""
+    buffers = [buffer.detach().float().flatten() for buffer in run.method.buffers()]
+    if not buffers:
+        return None
+    mine = torch.cat(buffers)
+    every_rank = run.accelerator.gather(mine[None]).view(run.accelerator.num_processes, -1)
+    return bool((every_rank == every_rank[0]).all())

@@ -1,0 +1,100 @@
+"""One training run from start to end: what `ignore-train` (train.py) runs once its config is parsed."""
+import dataclasses
+import math
+import shlex
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import send_to_device, set_seed
+
+from ..config import flattened, save_config, scaled_lr
+from ..data.loading import build_loaders, load_spml_data, preview_batch, training_rows
+from ..errors import SPMLError
+from ..files import make_output_dir
+from ..losses.registry import build_method
+from ..models.build import build_model, model_settings
+from ..models.sync_batchnorm import synchronise_batchnorm
+from .checkpoint import Progress, network, require_same_weights, resolve_resume
+from .cpu_threads import use_all_cores_if_launcher_chose_one
+from .loop import Run, fit, test
+from .optim import build_optimizer, build_scheduler
+from .precision import resolve_mixed_precision
+from .report import write_report
+from .tracking import SCALARS, trackers
+
+
+def train(config, argv):
+    """One run from start to end: wire data, model, method and Accelerate, then fit and test.
+
+    argv: the command line, for the model card."""
+    output_dir = Path(config.train.output_dir)
+    make_output_dir(output_dir)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=trackers(config.train.tracker, output_dir),
+                              mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
+                              project_dir=str(output_dir), step_scheduler_with_optimizer=False)
+    use_all_cores_if_launcher_chose_one(accelerator)
+    set_seed(config.train.seed)
+    data = load_spml_data(config.data, accelerator)
+    num_classes = len(data.class_names)
+    model = build_model(config.model, num_classes)
+    if config.model.sync_batchnorm and accelerator.num_processes > 1:
+        model = synchronise_batchnorm(model, accelerator.device)
+    normalisation = model.normalisation
+    global_batch = config.train.batch_size * accelerator.num_processes * accelerator.gradient_accumulation_steps
+    lr = scaled_lr(config.optim, global_batch)
+    train_labels = np.asarray(training_rows(data, config.data)["labels"], dtype=np.float64)
+    method = build_method(config.method, num_classes, accelerator, seed=config.train.seed, normalisation=normalisation,
+                          num_train_rows=len(train_labels), positives_per_image=float(train_labels.sum(1).mean()),
+                          lr=lr, epochs=config.train.epochs)
+    train_loader, val_loader, test_loader = build_loaders(data, config.data, method.views, config.train.batch_size,
+                                                          config.train.seed, normalisation)
+    optimizer = build_optimizer(model, config.optim, config.model.head_lr_multiplier, lr)
+    model, optimizer, train_loader, val_loader, test_loader = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, test_loader)
+    steps_per_epoch = math.ceil(len(train_loader) / accelerator.gradient_accumulation_steps)
+    if steps_per_epoch == 0:
+        raise SPMLError(f"the train split has fewer images than one global batch ({global_batch})")
+    scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch * config.train.epochs)
+    method.to(accelerator.device)
+    run = Run(config, accelerator, model, method, optimizer, scheduler, Progress())
+    checkpointed = (scheduler, method, run.progress)
+    accelerator.register_for_checkpointing(*checkpointed)
+
+    resume_from = resolve_resume(config.train.resume, output_dir, accelerator.print, len(checkpointed))
+    if resume_from is not None:
+        require_same_weights(resume_from, network(accelerator, model))
+        accelerator.load_state(str(resume_from))
+        accelerator.print(f"resumed from {resume_from}: epoch {run.progress.epoch}, step {run.progress.global_step}")
+    if accelerator.is_main_process:
+        save_config(config, output_dir / "config.yaml")
+        if resume_from is None:
+            (output_dir / SCALARS).unlink(missing_ok=True)  # a fresh run's log starts empty
+    accelerator.init_trackers("tensorboard" if config.train.tracker == "tensorboard" else output_dir.name,
+                              config=flattened(config))
+    accelerator.print(f"{len(train_loader.dataset)} train images, {num_classes} classes, method {config.method.name}, "
+                      f"{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:g}")
+    export_info = {"class_names": data.class_names, "model": model_settings(config.model),
+                   "image_size": config.data.image_size,
+                   **normalisation, "method": config.method.name, "source": data.meta["source"],
+                   "training": {"command": training_command(argv, accelerator.num_processes),
+                                "num_processes": accelerator.num_processes, "config": dataclasses.asdict(config)},
+                   **method.export_settings()}
+    preview = send_to_device(preview_batch(data, config.data, normalisation), accelerator.device)
+    started = time.time()
+    last_epoch, skipped = fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview)
+    if run.progress.best_epoch < 0:
+        accelerator.print(f"stopped at step {run.progress.global_step} before the first evaluation; no test run")
+    else:
+        test(run, test_loader, data.class_names, skipped, time.time() - started, last_epoch)
+        if accelerator.is_main_process:  # the best epoch's weights, which test() loaded
+            write_report(output_dir, data.class_names, run.method.pictures(run.model, preview))
+    accelerator.end_training()
+
+
+def training_command(argv, num_processes):
+    """How this run was started, for the model card (the merged config goes beside it)."""
+    launcher = "ignore-train" if num_processes == 1 else f"accelerate launch --num_processes {num_processes} -m ignore.train"
+    return f"{launcher} {shlex.join(argv)}".rstrip()
