@@ -18,13 +18,13 @@ from .files import write_text_atomic
 
 
 def setting(default, meaning):
-    """A config key: its default and its meaning, the one place `train.py --help` reads both from."""
+    """A config key: its default and its meaning, the one place `ignore-train --help` reads both from."""
     return field(default=default, metadata={"help": meaning})
 
 
 @dataclass
 class DataConfig:
-    path: str = setting("", "a dataset in our format (README, Datasets); empty = the built-in demo dataset")
+    path: str = setting("", "a dataset in our format (docs/datasets.md); empty = the built-in demo dataset")
     image_root: str = setting("", "overrides the image root stored in the dataset")
     image_size: int = setting(64, "square side of the training and evaluation images (paper: 448)")
     num_workers: int = setting(2, "DataLoader worker processes per process (persistent)")
@@ -32,7 +32,7 @@ class DataConfig:
                                        "it out of its batch and counts it in metrics.json")
     demo_seed: int = setting(0, "seed of the built-in demo dataset")
     train_subset: int = setting(0, "train on the first N rows only (0 = all): quick checks")
-    image_column: str = setting("", "bring your own HuggingFace dataset: its image column (README)")
+    image_column: str = setting("", "bring your own HuggingFace dataset: its image column (docs/datasets.md)")
     label_column: str = setting("", "bring your own HuggingFace dataset: its multi-label column")
 
 
@@ -64,7 +64,7 @@ class MethodConfig:
     name: str = setting("ignore", "IGNORE, its controls (never_reject, random_reject, oracle_reject), the "
                                   "baselines, or full (clean labels, the upper bound)")
     warm_up: int = setting(3, "epochs before IGNORE rejects anything")
-    # 0.5 and the signed drop: measured against the paper's 0.8 and |gap| (README, Results)
+    # 0.5 and the signed drop: measured against the paper's 0.8 and |gap| (docs/results.md)
     cam_threshold: float = setting(0.5, "the masked image keeps the pixels whose normalised CAM exceeds this "
                                         "(paper: 0.8)")
     cam_normalisation: str = setting("image", "'image': min-max over each map's own pixels; 'authors': the "
@@ -83,7 +83,7 @@ class MethodConfig:
                                      "excluded")
     weight_reg: float = setting(0.5, "weight of the MSE between strong and weak logits")
     # The paper trains L_ign on a RandAugment view. Within the demo's 8 epochs that view costs
-    # most of IGNORE's gain (README, Results), so the demo default is off; the paper recipe turns it on.
+    # most of IGNORE's gain (docs/results.md), so the demo default is off; the paper recipe turns it on.
     strong_view: bool = setting(False, "on (paper): L_ign and L_reg use a RandAugment view; off: the weak logits "
                                        "stand in for the strong ones and L_reg is 0")
     masked_batchnorm: str = setting("batch", "BatchNorm in the masked pass: 'batch' = its own batch statistics, "

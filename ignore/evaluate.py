@@ -4,7 +4,7 @@
     accelerate launch -m ignore.evaluate --model ... --data ...     # a large test set on every GPU
 
 DATASET is a folder in our format (empty: the built-in demo), or a HuggingFace dataset with
---image-column and --label-column, as train.py reads it. The metrics are those of train.py's
+--image-column and --label-column, as training reads it. The metrics are those of the training run's
 test (the same `evaluate`, predictions gathered from every process, padding dropped).
 """
 import argparse

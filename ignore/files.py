@@ -1,4 +1,4 @@
-"""Writing files: atomically (text and strict JSON), so that a killed run never leaves half of one, into a usable output directory."""
+"""Writing files atomically (text and strict JSON: a killed run never leaves half of one), and the run folder."""
 import json
 import os
 from pathlib import Path

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the benchmarks are scripts, not the package
+# the benchmarks are scripts beside the package, not in it
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import throughput as bench  # noqa: E402
 
 

@@ -207,7 +207,7 @@ def test_resume_auto_with_every_checkpoint_damaged_is_one_error_line(straight_ru
                     "trying the one before" for name in ("step-000000008", "step-000000004")]
 
 
-TWO_PROCESSES = (*TWO_CPU_PROCESSES, "train.py")
+TWO_PROCESSES = (*TWO_CPU_PROCESSES, "-m", "ignore.train")  # the module form; one process runs train.py
 
 
 def test_two_process_launch_keeps_thresholds_identical_on_every_rank(tiny_dataset, tmp_path):

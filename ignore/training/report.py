@@ -1,6 +1,6 @@
 """The run report: report.md and PNG charts (report/) in the run folder, from the run's own logs.
 
-Written by train.py at the end of a run (main process) from scalars.jsonl (every scalar the run
+Written by the training run at the end of a run (main process) from scalars.jsonl (every scalar the run
 logged, ignore/tracking.py) and metrics.json, plus the method's pictures of the best weights:
 validation mAP, the loss parts, IGNORE's two thresholds and the rejected fraction over the
 steps, the test AP of each class, the CAM and mask of a few validation images.

@@ -96,5 +96,6 @@ def train(config, argv):
 
 def training_command(argv, num_processes):
     """How this run was started, for the model card (the merged config goes beside it)."""
-    launcher = "ignore-train" if num_processes == 1 else f"accelerate launch --num_processes {num_processes} -m ignore.train"
-    return f"{launcher} {shlex.join(argv)}".rstrip()
+    if num_processes == 1:
+        return f"ignore-train {shlex.join(argv)}".rstrip()
+    return f"accelerate launch --num_processes {num_processes} -m ignore.train {shlex.join(argv)}".rstrip()
