@@ -114,3 +114,25 @@ def test_the_installed_package_trains_predicts_evaluates_and_compares_from_any_f
                                 "--out", "voc"], cwd=work, env=environment, capture_output=True, text=True, timeout=120)
     assert converter.returncode == 2 and converter.stderr.strip().splitlines()[-1].startswith("error: nowhere")
     assert files_under(REPO) == repository_before  # nothing written into the checkout
+
+
+def prose_lines(text):
+    """The lines of a markdown text outside code blocks and tables."""
+    lines, in_code = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and not line.startswith("|"):
+            lines.append(line)
+    return lines
+
+
+def test_the_readme_is_short_and_every_link_of_the_docs_stays_in_the_repository():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    assert [line for line in prose_lines(readme) if len(line) > 120] == []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            assert not re.match(r"[a-z]+:", target), f"{page.name}: {target} points outside the repository"
+            path = target.split("#")[0]
+            assert not path or (page.parent / path).exists(), f"{page.name}: {target} does not exist"
