@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +63,7 @@ def files_under(folder):
             if not {".git", ".venv", "__pycache__", ".pytest_cache"} & set(path.relative_to(folder).parts)}
 
 
-def test_the_installed_package_trains_predicts_evaluates_and_compares_from_any_folder(tiny_dataset, tmp_path):
+def test_the_installed_package_trains_compares_predicts_and_evaluates_from_any_folder(tiny_dataset, tmp_path):
     wheel = build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
@@ -86,34 +87,84 @@ def test_the_installed_package_trains_predicts_evaluates_and_compares_from_any_f
     repository_before = files_under(REPO)
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": "", "MPLCONFIGDIR": str(work / ".matplotlib")}
 
-    def run(command, *args):
+    def run(command, *args, exit_code=0):
         result = subprocess.run([str(bin_dir / f"ignore-{command}"), *map(str, args)], cwd=work, env=environment,
                                 capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, f"ignore-{command}: {result.stderr[-3000:]}"
+        assert result.returncode == exit_code, f"ignore-{command}: {result.stderr[-3000:]}"
         return result
 
     located = subprocess.run([str(bin_dir / "python"), "-c", "import ignore; print(ignore.__file__)"], cwd=work,
                              env=environment, capture_output=True, text=True, timeout=60)
     assert located.stdout.strip().startswith(str(tmp_path / "venv")), located.stdout  # the installed copy
+    # a shipped recipe by name: it loads, then the override stops the run before anything is made
+    recipe = run("train", "--config", "ignore_resnet50_paper", "model.backbone=typo", exit_code=2)
+    assert recipe.stderr.startswith("error: config key 'model.backbone' must be one of")
+
     settings = [f"data.path={tiny_dataset}", "data.image_size=32", "data.num_workers=0", "train.batch_size=8",
-                "train.epochs=1", "method.warm_up=0"]
-    run("train", "--config", "ignore_mobilenet_demo", *settings, "model.pretrained=", "model.backbone=small_cnn",
-        "model.output_stride=32", "train.output_dir=run")
-    assert (work / "run" / "export" / "model.safetensors").is_file() and (work / "run" / "metrics.json").is_file()
-    run("predict", "--model", "run/export", tiny_dataset / "images" / "test", "--out", "predictions.csv")
+                "train.epochs=2", "method.warm_up=1", "method.ll_delta_rel=10"]
+    run("train", *settings, "method.name=an", "train.output_dir=compare/an/seed0")
+    compared = run("compare", "--methods", "an", "ll_r", "--seeds", "0", "--out", "compare", *settings)
+    assert compared.stdout.count("reusing") == 1  # the run ignore-train made has the settings compare asks for
+    check_the_comparison(work / "compare", compared.stdout)
+
+    export = work / "compare" / "an" / "seed0" / "export"
+    run("predict", "--model", "compare/an/seed0/export", tiny_dataset / "images" / "test", "--out", "predictions.csv")
     assert len((work / "predictions.csv").read_text().splitlines()) == 1 + 16
-    run("evaluate", "--model", "run/export", "--data", tiny_dataset, "--out", "evaluated.json")
-    test_map = json.loads((work / "run" / "metrics.json").read_text())["test"]["mAP"]
+    run("evaluate", "--model", "compare/an/seed0/export", "--data", tiny_dataset, "--out", "evaluated.json")
+    test_map = json.loads((export.parent / "metrics.json").read_text())["test"]["mAP"]
     assert json.loads((work / "evaluated.json").read_text())["mAP"] == pytest.approx(test_map, abs=1e-4)
-    compared = run("compare", "--methods", "an", "ignore", "--out", "cmp", *settings)
-    assert "| an |" in compared.stdout and "| ignore |" in compared.stdout
-    assert {"comparison.md", "comparison.png", "an", "ignore"} <= {path.name for path in (work / "cmp").iterdir()}
+
     for script in (REPO / "data_scripts").glob("*.py"):
         assert "sys.path" not in script.read_text(), script.name
     converter = subprocess.run([str(bin_dir / "python"), REPO / "data_scripts" / "prepare_voc.py", "--root", "nowhere",
                                 "--out", "voc"], cwd=work, env=environment, capture_output=True, text=True, timeout=120)
     assert converter.returncode == 2 and converter.stderr.strip().splitlines()[-1].startswith("error: nowhere")
     assert files_under(REPO) == repository_before  # nothing written into the checkout
+
+    before = {method: (work / "compare" / method / "seed0" / "metrics.json").stat().st_mtime_ns
+              for method in ("an", "ll_r")}
+    again = run("compare", "--methods", "an", "ll_r", "--seeds", "0", "--out", "compare", *settings)
+    assert "$ " not in again.stdout and again.stdout.count("reusing") == 2  # nothing retrained
+    assert {method: (work / "compare" / method / "seed0" / "metrics.json").stat().st_mtime_ns
+            for method in before} == before
+    changed = run("compare", "--methods", "an", "--seeds", "0", "--out", "compare", *settings, "train.epochs=3",
+                  exit_code=2)
+    assert changed.stderr.strip().splitlines()[-1] == (
+        "error: compare/an/seed0 holds a run with other settings (train.epochs: 2 -> 3); use another --out or delete it")
+
+
+def table_rows(text):
+    """{method: cells} of comparison.md's markdown table."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if line.startswith("| ") and not line.startswith("| method") and len(cells) == 8:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def check_the_comparison(out, printed):
+    """comparison.md is what was printed, its rows are the runs' metrics.json, and the chart is a picture."""
+    text = (out / "comparison.md").read_text()
+    assert text.strip() in printed
+    rows = table_rows(text)
+    assert sorted(rows) == ["an", "ll_r"]
+    for method in ("an", "ll_r"):
+        metrics = json.loads((out / method / "seed0" / "metrics.json").read_text())
+        mean_std, per_seed, cf1, of1, seconds, fn_precision, fn_recall = rows[method]
+        assert mean_std == f"{metrics['test']['mAP']:.2f} ± 0.00"
+        assert per_seed == f"{metrics['test']['mAP']:.2f}"
+        assert (cf1, of1) == (f"{metrics['test']['CF1']:.2f}", f"{metrics['test']['OF1']:.2f}")
+        assert seconds == f"{metrics['train_seconds']:.0f}"
+        train = metrics["epochs"][-1]["train"]
+        if method == "an":  # rejects and corrects nothing
+            assert (fn_precision, fn_recall) == ("-", "-")
+        else:  # 10% of the entries rejected in the second epoch
+            assert train["flagged"] > 0
+            assert fn_precision == f"{train['flagged_true_fn'] / train['flagged']:.3f}"
+            assert fn_recall == f"{train['flagged_true_fn'] / train['false_negatives']:.3f}"
+    with Image.open(out / "comparison.png") as picture:
+        assert picture.format == "PNG" and picture.size[0] > 200 and picture.size[1] > 200
 
 
 def prose_lines(text):
