@@ -112,7 +112,7 @@ def time_steps(overrides, timed_steps, warmup=2):
         for name, (model, method, optimizer, batch, epoch) in steppers.items():
             started = time.perf_counter()
             output = method.step(model, batch, epoch)  # after the warm-up: rejection active
-            output["loss"].backward()
+            output.loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if round_index >= warmup:

@@ -161,7 +161,7 @@ def make_training(args, variant, num_classes, accelerator):
 
     def step(model, optimizer, batch):
         output = method.step(model, batch, epoch=config.method.warm_up)
-        accelerator.backward(output["loss"])
+        accelerator.backward(output.loss)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

@@ -51,9 +51,9 @@ def train(accelerator, global_statistics):
     gradients, rejected = [], []
     for step in range(STEPS):
         output = method.step(model, shard(global_batch(step), accelerator), epoch=1)
-        accelerator.backward(output["loss"])
+        accelerator.backward(output.loss)
         gradients.append(torch.cat([parameter.grad.flatten() for parameter in model.parameters()]))
-        rejected.append(accelerator.gather(output["counts"]["rejected"].reshape(1)))
+        rejected.append(accelerator.gather(output.counts["rejected"].reshape(1)))
         optimizer.step()
         optimizer.zero_grad()
     state = accelerator.unwrap_model(model).state_dict()

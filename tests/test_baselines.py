@@ -79,12 +79,12 @@ def test_an_ls_smooths_both_targets_by_epsilon(accelerator):
     assert expected == pytest.approx((0.9 * sp(-1) + 0.1 * sp(1) + math.log(2) + 0.1 * sp(2) + 0.9 * sp(-2)
                                       + 0.1 * sp(-0.5) + 0.9 * sp(0.5) + 0.1 * sp(-2) + 0.9 * sp(2)
                                       + math.log(2)) / 6)
-    assert loss_of(make("an_ls", accelerator))["loss"].item() == pytest.approx(expected, rel=1e-6)
+    assert loss_of(make("an_ls", accelerator)).loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_wan_weighs_each_assumed_negative_one_over_c_minus_1(accelerator):
     expected = (sp(-1) + sp(0) / 2 + sp(-2) / 2 + sp(0.5) / 2 + sp(2) / 2 + sp(0)) / 6  # C - 1 = 2
-    assert loss_of(make("wan", accelerator))["loss"].item() == pytest.approx(expected, rel=1e-6)
+    assert loss_of(make("wan", accelerator)).loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_epr_is_the_positives_plus_the_squared_distance_to_k(accelerator):
@@ -92,9 +92,9 @@ def test_epr_is_the_positives_plus_the_squared_distance_to_k(accelerator):
     row_sums = [sigmoid(1) + sigmoid(0) + sigmoid(-2), sigmoid(0.5) + sigmoid(2) + sigmoid(0)]
     regulariser = ((row_sums[0] + row_sums[1]) / 2 - 1.5) ** 2 / 3 ** 2
     output = loss_of(make("epr", accelerator, epr_expected_positives=1.5))
-    assert output["parts"]["loss_positive"].item() == pytest.approx(positives, rel=1e-6)
-    assert output["parts"]["loss_epr"].item() == pytest.approx(regulariser, rel=1e-5)
-    assert output["loss"].item() == pytest.approx(positives + regulariser, rel=1e-6)
+    assert output.parts["loss_positive"].item() == pytest.approx(positives, rel=1e-6)
+    assert output.parts["loss_epr"].item() == pytest.approx(regulariser, rel=1e-5)
+    assert output.loss.item() == pytest.approx(positives + regulariser, rel=1e-6)
     # k = 0 takes the training split's mean number of positives (the context's 2.0)
     assert make("epr", accelerator).k == 2.0
 
@@ -111,7 +111,7 @@ def entropy(z):
 
 def test_em_maximises_the_entropy_of_the_unannotated_labels(accelerator):
     expected = (sp(-1) - 0.2 * entropy(0) - 0.2 * entropy(-2) - 0.2 * entropy(0.5) - 0.2 * entropy(2) + sp(0)) / 6
-    assert loss_of(make("em", accelerator))["loss"].item() == pytest.approx(expected, rel=1e-6)
+    assert loss_of(make("em", accelerator)).loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_em_apl_trains_pseudo_negatives_toward_their_soft_target(accelerator):
@@ -122,8 +122,8 @@ def test_em_apl_trains_pseudo_negatives_toward_their_soft_target(accelerator):
     expected = (sp(-1) - 0.2 * entropy(0) - 0.2 * entropy(-2) + 0.02 * (0.25 * sp(-0.5) + 0.75 * sp(0.5))
                 - 0.2 * entropy(2) + sp(0)) / 6
     output = loss_of(method, epoch=0)
-    assert output["loss"].item() == pytest.approx(expected, rel=1e-6)
-    assert output["counts"]["pseudo_negatives"].item() == 1 and output["counts"]["pseudo_negative_true_fn"].item() == 0
+    assert output.loss.item() == pytest.approx(expected, rel=1e-6)
+    assert output.counts["pseudo_negatives"].item() == 1 and output.counts["pseudo_negative_true_fn"].item() == 0
     # the step recorded the rows' scores for the next labelling
     assert method.visited.tolist() == [False, False, True, False, False, True, False, False]
     assert method.scores[5].tolist() == pytest.approx([sigmoid(1), sigmoid(0), sigmoid(-2)])
@@ -163,10 +163,10 @@ CORRECTED_LOSS = (sp(-1) + sp(0) + sp(-2) + sp(-0.5) + sp(-2) + sp(0)) / 6  # (1
 ])
 def test_large_loss_modifies_the_largest_assumed_negative_losses(accelerator, name, expected):
     method = make(name, accelerator, ll_delta_rel=20.0)
-    assert loss_of(method, epoch=0)["loss"].item() == pytest.approx(AN_LOSS, rel=1e-6)  # rate 0 in epoch 0
+    assert loss_of(method, epoch=0).loss.item() == pytest.approx(AN_LOSS, rel=1e-6)  # rate 0 in epoch 0
     output = loss_of(method, epoch=1)
-    assert output["loss"].item() == pytest.approx(expected, rel=1e-6)
-    counts = {key: value.item() for key, value in output["counts"].items()}
+    assert output.loss.item() == pytest.approx(expected, rel=1e-6)
+    counts = {key: value.item() for key, value in output.counts.items()}
     # flagged (1, 1) is a false negative, (1, 0) is not; the false negatives are (0, 1) and (1, 1)
     assert (counts["flagged"], counts["flagged_true_fn"], counts["false_negatives"]) == (2, 1, 2)
 
@@ -177,8 +177,8 @@ def test_ll_cp_corrections_persist_to_a_later_epoch_and_ll_ct_ones_do_not(accele
         loss_of(method, epoch=1)
         method.config.ll_delta_rel = 0.0  # a later epoch that corrects nothing new
     assert permanent.corrected.nonzero().tolist() == [[2, 0], [2, 1]]  # image 1 is dataset row 2
-    assert loss_of(permanent, epoch=2)["loss"].item() == pytest.approx(CORRECTED_LOSS, rel=1e-6)
-    assert loss_of(temporary, epoch=2)["loss"].item() == pytest.approx(AN_LOSS, rel=1e-6)
+    assert loss_of(permanent, epoch=2).loss.item() == pytest.approx(CORRECTED_LOSS, rel=1e-6)
+    assert loss_of(temporary, epoch=2).loss.item() == pytest.approx(AN_LOSS, rel=1e-6)
     assert not hasattr(temporary, "corrected")
 
 
@@ -187,7 +187,7 @@ def test_boostlu_multiplies_positive_cam_values_by_alpha_in_training_and_evaluat
     boosted = [[5.0, 2.0, -2.0], [2.5, 10.0, 2.0]]
     method = make("boostlu", accelerator)
     expected = (sp(-5) + sp(2) + sp(-2) + sp(2.5) + sp(10) + sp(-2)) / 6  # LL-R at epoch 0: AN on the boosted logits
-    assert loss_of(method, epoch=0)["loss"].item() == pytest.approx(expected, rel=1e-6)
+    assert loss_of(method, epoch=0).loss.item() == pytest.approx(expected, rel=1e-6)
     output = ImageIsCAM()(IMAGES)
     assert method.eval_logits(output).tolist() == boosted
     assert method.export_settings() == {EXPORT_KEY: 5.0}
@@ -218,9 +218,9 @@ def test_role_losses_and_one_adam_step_on_the_batch_rows(accelerator):
     labels = 0.5 * sum(pos * sp(-theta[e]) + sigmoid(z) * sp(-theta[e]) + (1 - sigmoid(z)) * sp(theta[e])
                        for z, pos, e in cells) / 6
     output = loss_of(method)
-    assert output["parts"]["loss_network"].item() == pytest.approx(network, rel=1e-5)
-    assert output["parts"]["loss_estimates"].item() == pytest.approx(labels, rel=1e-5)
-    assert output["loss"].item() == pytest.approx(network + labels, rel=1e-5)
+    assert output.parts["loss_network"].item() == pytest.approx(network, rel=1e-5)
+    assert output.parts["loss_estimates"].item() == pytest.approx(labels, rel=1e-5)
+    assert output.loss.item() == pytest.approx(network + labels, rel=1e-5)
     # Gradient of the estimate loss: (e - pos + e - p) / 12; a first Adam step moves by lr x sign = 0.01 x 10.
     # positives: e = 0.995 > p: down; (0, 1) p = 0.5 = e: gradient 0, no move; (0, 2) p < 0.5: down; (1, 0), (1, 1): up
     step = 0.1

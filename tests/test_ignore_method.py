@@ -101,12 +101,12 @@ def test_after_warm_up_with_lat_rejects_exactly_the_hand_picked_entries():
     # unannotated, both:    [F, T, T], [T, F, F]  -> 3 rejected
     output = make_method().step(ImageIsCAM(), batch(), epoch=1)
     kept = [bce_positive(0.75), bce_negative(0.5), bce_positive(2.5)]
-    assert output["parts"]["loss_ign"].item() == pytest.approx(sum(kept) / 3, rel=1e-6)
-    assert output["parts"]["loss_spbc"].item() == pytest.approx((bce_positive(0.75) + bce_positive(2.5)) / 2, rel=1e-6)
-    assert output["parts"]["loss_reg"].item() == 0.0
-    expected_loss = 0.1 * output["parts"]["loss_spbc"] + 1.0 * output["parts"]["loss_ign"]
-    assert output["loss"].item() == pytest.approx(expected_loss.item(), rel=1e-6)
-    counts = {name: int(value) for name, value in output["counts"].items()}
+    assert output.parts["loss_ign"].item() == pytest.approx(sum(kept) / 3, rel=1e-6)
+    assert output.parts["loss_spbc"].item() == pytest.approx((bce_positive(0.75) + bce_positive(2.5)) / 2, rel=1e-6)
+    assert output.parts["loss_reg"].item() == 0.0
+    expected_loss = 0.1 * output.parts["loss_spbc"] + 1.0 * output.parts["loss_ign"]
+    assert output.loss.item() == pytest.approx(expected_loss.item(), rel=1e-6)
+    counts = {name: int(value) for name, value in output.counts.items()}
     assert counts == {"flagged": 3, "flagged_true_fn": 1, "false_negatives": 1, "rejected": 3, "rejected_true_fn": 1,
                       "entries": 6}
 
@@ -115,8 +115,8 @@ def test_without_lat_the_gap_alone_decides():
     # unannotated with gap > 0.3: [F, T, T], [T, T, F] -> 4 rejected, kept: the two positives
     output = make_method(lat=False).step(ImageIsCAM(), batch(), epoch=1)
     kept = [bce_positive(0.75), bce_positive(2.5)]
-    assert output["parts"]["loss_ign"].item() == pytest.approx(sum(kept) / 2, rel=1e-6)
-    assert int(output["counts"]["rejected"]) == 4
+    assert output.parts["loss_ign"].item() == pytest.approx(sum(kept) / 2, rel=1e-6)
+    assert int(output.counts["rejected"]) == 4
 
 
 def test_signed_drop_flags_only_logits_that_fall():
@@ -128,7 +128,7 @@ def test_signed_drop_flags_only_logits_that_fall():
     absolute = make_method(lat=False).step(ImageIsCAM(), step_batch, epoch=1)
     signed = make_method(lat=False, gap="drop").step(ImageIsCAM(), step_batch, epoch=1)
     # |4 - 6| = 2 > 0.3 flags it; a drop of -2 does not
-    assert int(absolute["counts"]["flagged"]) == 4 and int(signed["counts"]["flagged"]) == 3
+    assert int(absolute.counts["flagged"]) == 4 and int(signed.counts["flagged"]) == 3
 
 
 def test_during_warm_up_nothing_is_rejected_but_suspects_are_counted():
@@ -136,16 +136,16 @@ def test_during_warm_up_nothing_is_rejected_but_suspects_are_counted():
     weak = [[0.75, 1.0, 3.0], [2.0, 0.5, 2.5]]
     every_entry = [bce_positive(z) if observed else bce_negative(z)
                    for row, observed_row in zip(weak, OBSERVED.tolist()) for z, observed in zip(row, observed_row)]
-    assert output["parts"]["loss_ign"].item() == pytest.approx(sum(every_entry) / 6, rel=1e-6)
-    assert int(output["counts"]["rejected"]) == 0
-    assert int(output["counts"]["flagged"]) == 3
+    assert output.parts["loss_ign"].item() == pytest.approx(sum(every_entry) / 6, rel=1e-6)
+    assert int(output.counts["rejected"]) == 0
+    assert int(output.counts["flagged"]) == 3
 
 
 def test_regulariser_is_the_mse_between_strong_and_weak_logits():
     step_batch = batch()
     step_batch["strong"] = IMAGES + 1.0  # every strong logit is one higher
     output = make_method(weight_reg=0.5).step(ImageIsCAM(), step_batch, epoch=1)
-    assert output["parts"]["loss_reg"].item() == pytest.approx(1.0)
+    assert output.parts["loss_reg"].item() == pytest.approx(1.0)
 
 
 def test_batch_without_any_observed_positive_is_safe():
@@ -154,10 +154,10 @@ def test_batch_without_any_observed_positive_is_safe():
     step_batch = batch()
     step_batch["observed"] = torch.zeros(2, 3)
     output = method.step(ImageIsCAM(), step_batch, epoch=1)
-    assert output["parts"]["loss_spbc"].item() == 0.0
-    assert math.isfinite(output["loss"].item())
+    assert output.parts["loss_spbc"].item() == 0.0
+    assert math.isfinite(output.loss.item())
     assert method.thresholds.gap_threshold.item() == pytest.approx(0.3)  # unchanged, not NaN
-    assert int(output["counts"]["rejected"]) == 0  # full masks: every gap is 0
+    assert int(output.counts["rejected"]) == 0  # full masks: every gap is 0
 
 
 def test_threshold_ema_by_hand():
@@ -213,9 +213,9 @@ def test_batched_views_give_the_same_step_when_the_network_has_no_batchnorm():
     step_batch["strong"] = IMAGES * 0.5
     separate = make_method().step(ImageIsCAM(), step_batch, epoch=1)
     together = make_method(batched_views=True).step(ImageIsCAM(), step_batch, epoch=1)
-    assert together["loss"].item() == pytest.approx(separate["loss"].item(), rel=1e-6)
-    assert together["parts"]["loss_reg"].item() == pytest.approx(separate["parts"]["loss_reg"].item(), rel=1e-6)
-    assert separate["parts"]["loss_reg"].item() > 0
+    assert together.loss.item() == pytest.approx(separate.loss.item(), rel=1e-6)
+    assert together.parts["loss_reg"].item() == pytest.approx(separate.parts["loss_reg"].item(), rel=1e-6)
+    assert separate.parts["loss_reg"].item() > 0
 
 
 def test_masked_pass_keeps_no_graph_and_leaves_running_statistics_alone():

@@ -22,14 +22,14 @@ def loss_without(rejected):
 
 def test_never_reject_keeps_every_entry_but_still_scores_the_detector():
     output = make_method("never").step(ImageIsCAM(), batch(), epoch=1)
-    assert output["parts"]["loss_ign"].item() == pytest.approx(loss_without(set()), rel=1e-6)
-    assert int(output["counts"]["rejected"]) == 0 and int(output["counts"]["flagged"]) == 3
+    assert output.parts["loss_ign"].item() == pytest.approx(loss_without(set()), rel=1e-6)
+    assert int(output.counts["rejected"]) == 0 and int(output.counts["flagged"]) == 3
 
 
 def test_oracle_reject_drops_exactly_the_false_negative():
     output = make_method("oracle").step(ImageIsCAM(), batch(), epoch=1)
-    assert output["parts"]["loss_ign"].item() == pytest.approx(loss_without({(0, 1)}), rel=1e-6)
-    assert int(output["counts"]["rejected"]) == 1 and int(output["counts"]["rejected_true_fn"]) == 1
+    assert output.parts["loss_ign"].item() == pytest.approx(loss_without({(0, 1)}), rel=1e-6)
+    assert int(output.counts["rejected"]) == 1 and int(output.counts["rejected_true_fn"]) == 1
 
 
 def test_random_reject_drops_as_many_unannotated_entries_as_the_gap_flags():
@@ -39,14 +39,14 @@ def test_random_reject_drops_as_many_unannotated_entries_as_the_gap_flags():
     chosen = rejected_entries("random", flagged, unannotated, batch(), epoch=1, seed=0)
     assert int(chosen.sum()) == 3 and not (chosen & ~unannotated).any()
     rejected = {tuple(entry) for entry in chosen.nonzero().tolist()}
-    assert output["parts"]["loss_ign"].item() == pytest.approx(loss_without(rejected), rel=1e-6)
-    assert int(output["counts"]["rejected"]) == 3
+    assert output.parts["loss_ign"].item() == pytest.approx(loss_without(rejected), rel=1e-6)
+    assert int(output.counts["rejected"]) == 3
 
 
 def test_no_control_rejects_during_warm_up():
     for rule in ("random", "oracle"):
         output = make_method(rule).step(ImageIsCAM(), batch(), epoch=0)
-        assert int(output["counts"]["rejected"]) == 0
+        assert int(output.counts["rejected"]) == 0
 
 
 def test_uniforms_depend_on_seed_epoch_row_and_class_only():

@@ -4,7 +4,7 @@ The targets move eps toward the other side: 1 - eps for the observed positive, e
 assumed negative, as Cole et al. smooth both (method.ls_epsilon, their 0.1). A false
 negative then costs a bounded loss once its logit passes logit(eps).
 """
-from .base import Method, bce, entry_mean, observed_positive, weak_logits
+from .base import Method, StepOutput, bce, entry_mean, observed_positive, weak_logits
 
 
 class AssumeNegativeSmoothed(Method):
@@ -13,4 +13,4 @@ class AssumeNegativeSmoothed(Method):
         epsilon = self.config.ls_epsilon
         targets = observed_positive(batch).float() * (1 - 2 * epsilon) + epsilon
         loss = entry_mean(bce(logits, targets))
-        return {"loss": loss, "logits": logits.detach(), "parts": {"loss_an_ls": loss.detach()}, "counts": {}}
+        return StepOutput(loss, logits, {"loss_an_ls": loss})

@@ -1,4 +1,6 @@
 """What every method shares: the step interface and the logits-form loss pieces."""
+from dataclasses import dataclass, field
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -7,17 +9,30 @@ from torch import nn
 from ..data.views import IMAGENET
 
 
-class Method(nn.Module):
-    """A training step: `step(model, batch, epoch) -> dict`.
+@dataclass
+class StepOutput:
+    """What a method's step returns to the training loop."""
 
-    The dict holds "loss" (to back-propagate), "logits" (weak-view logits, detached),
-    "parts" (scalars averaged over a log interval), "counts" (summed over the interval and
-    over ranks) and optionally "fn_scores" ({"scores": {name: (B, C)}, "candidates": (B, C)
-    bool, "targets": (B, C) bool}: scores of suspected false negatives, which the loop turns
-    into per-epoch AUROCs); `ratios` names the logged ratios of two counts. `views` lists the dataset
-    views the step reads. Any state that must survive a resume lives in buffers of the
-    method, which the trainer registers for checkpointing; state kept per training image is
-    indexed by the dataset row (batch["index"]) and shared by every rank (row_state.py).
+    loss: torch.Tensor  # to back-propagate
+    logits: torch.Tensor  # the weak view's logits (detached here)
+    parts: dict  # {name: scalar tensor}, averaged over a log interval (detached here)
+    counts: dict = field(default_factory=dict)  # {name: count tensor}, summed over the interval and over ranks
+    # scores of suspected false negatives, which the loop turns into per-epoch AUROCs:
+    # {"scores": {name: (B, C)}, "candidates": (B, C) bool, "targets": (B, C) bool}
+    fn_scores: dict = None
+
+    def __post_init__(self):
+        self.logits = self.logits.detach()
+        self.parts = {name: value.detach() for name, value in self.parts.items()}
+
+
+class Method(nn.Module):
+    """A training step: `step(model, batch, epoch) -> StepOutput`.
+
+    `ratios` names the logged ratios of two counts. `views` lists the dataset views the step
+    reads. Any state that must survive a resume lives in buffers of the method, which the
+    trainer registers for checkpointing; state kept per training image is indexed by the
+    dataset row (batch["index"]) and shared by every rank (row_state.py).
     """
 
     views = ("weak",)

@@ -15,7 +15,7 @@ as theirs.
 import torch
 import torch.nn.functional as F
 
-from .base import Method, bce, entry_mean, false_negatives, observed_positive, weak_logits
+from .base import Method, StepOutput, bce, entry_mean, false_negatives, observed_positive, weak_logits
 from .row_state import write_shared_rows
 
 
@@ -58,7 +58,7 @@ class EntropyMaximisation(Method):
                                torch.ones_like(rows, dtype=torch.bool)])
             counts = {"pseudo_negatives": pseudo.sum(), "pseudo_negative_true_fn": (pseudo & false_negatives(batch)).sum()}
         loss = entry_mean(loss_matrix)
-        return {"loss": loss, "logits": logits.detach(), "parts": {"loss_em": loss.detach()}, "counts": counts}
+        return StepOutput(loss, logits, {"loss_em": loss}, counts)
 
     @torch.no_grad()
     def label_before_epoch(self, epoch):

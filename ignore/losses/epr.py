@@ -3,7 +3,7 @@ regulariser that pulls the batch's mean number of predicted positives toward k."
 import torch
 
 from ..errors import SPMLError
-from .base import Method, bce, entry_mean, observed_positive, weak_logits
+from .base import Method, StepOutput, bce, entry_mean, observed_positive, weak_logits
 
 
 def expected_positives(config, positives_per_image):
@@ -33,5 +33,4 @@ class ExpectedPositiveRegulariser(Method):
         loss_positive = entry_mean(bce(logits, torch.ones_like(logits)) * positive)
         loss_epr = expected_positive_regulariser(torch.sigmoid(logits), self.k, self.num_classes)
         loss = loss_positive + loss_epr
-        parts = {"loss_positive": loss_positive.detach(), "loss_epr": loss_epr.detach()}
-        return {"loss": loss, "logits": logits.detach(), "parts": parts, "counts": {}}
+        return StepOutput(loss, logits, {"loss_positive": loss_positive, "loss_epr": loss_epr})

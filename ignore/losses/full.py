@@ -1,9 +1,9 @@
 """Full labels: BCE on the clean labels. The upper bound, not an SPML method."""
-from .base import Method, bce, weak_logits
+from .base import Method, StepOutput, bce, weak_logits
 
 
 class FullLabels(Method):
     def step(self, model, batch, epoch):
         _, logits = weak_logits(model, batch)
         loss = bce(logits, batch["labels"].float()).mean()
-        return {"loss": loss, "logits": logits.detach(), "parts": {"loss_full": loss.detach()}, "counts": {}}
+        return StepOutput(loss, logits, {"loss_full": loss})

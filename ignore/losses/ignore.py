@@ -12,7 +12,7 @@ from torchvision.utils import make_grid
 
 from ..data.views import denormalise, pixel_to_normalised
 from ..errors import SPMLError
-from .base import FN_RATIOS, Method, bce, fn_counts, false_negatives, masked_mean, observed_positive
+from .base import FN_RATIOS, Method, StepOutput, bce, fn_counts, false_negatives, masked_mean, observed_positive
 from .masking import positive_cam, positive_region_mask
 from .registry import CAM_NORMALISATIONS, GAPS, MASKED_BATCHNORM_MODES, MASK_FILLS
 from .rejection import REJECTIONS, rejected_entries
@@ -114,9 +114,7 @@ class Ignore(Method):
         fn_scores = {"scores": {"gap": rule_gap, "gap_lat": torch.where(above_average, rule_gap, float("-inf")),
                                 "absolute_gap": gap, "drop": drop, "logit": weak_logits.detach()},
                      "candidates": unannotated, "targets": true_fn}
-        return {"loss": loss, "logits": weak_logits.detach(),
-                "parts": {name: value.detach() for name, value in parts.items()}, "counts": counts,
-                "fn_scores": fn_scores}
+        return StepOutput(loss, weak_logits, parts, counts, fn_scores)
 
     def forward_views(self, model, batch, masked_pass):
         """(weak output, strong output), with `masked_pass(weak output)` run in between when

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .base import FN_RATIOS, Method, bce, fn_counts, entry_mean, observed_positive
+from .base import FN_RATIOS, Method, StepOutput, bce, fn_counts, entry_mean, observed_positive
 from .row_state import write_shared_rows
 
 CORRECTIONS = ("reject", "temporary", "permanent")
@@ -65,4 +65,4 @@ class LargeLoss(Method):
         counts = fn_counts(flagged, batch)
         if self.correction == "permanent":
             counts["corrected_seen"] = (positive & ~observed_positive(batch)).sum()  # corrected before this step
-        return {"loss": loss, "logits": logits.detach(), "parts": {"loss_ll": loss.detach()}, "counts": counts}
+        return StepOutput(loss, logits, {"loss_ll": loss}, counts)

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from .base import Method, bce, entry_mean, observed_positive, weak_logits
+from .base import Method, StepOutput, bce, entry_mean, observed_positive, weak_logits
 from .epr import expected_positive_regulariser, expected_positives
 from .row_state import write_shared_rows
 
@@ -49,9 +49,9 @@ class LabelEstimates(Method):
         (gradient,) = torch.autograd.grad(loss_estimates, theta)
         self.update_rows(rows, theta.detach(), gradient)
         loss = loss_network + loss_estimates.detach()
-        parts = {"loss_network": loss_network.detach(), "loss_estimates": loss_estimates.detach(),
+        parts = {"loss_network": loss_network, "loss_estimates": loss_estimates,
                  "estimate_mean": torch.sigmoid(theta.detach()).mean()}
-        return {"loss": loss, "logits": logits.detach(), "parts": parts, "counts": {}}
+        return StepOutput(loss, logits, parts)
 
     @torch.no_grad()
     def update_rows(self, rows, theta, gradient):

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from ..errors import SPMLError
-from .backbones import build_trunk
 from .classifier import Classifier
 from .position import sine_position_embedding
 
@@ -107,17 +106,14 @@ class Query2Label(Classifier):
 
     def __init__(self, backbone, num_classes, pretrained="", channels_last=False, output_stride=32, hidden_dim=2048,
                  heads=4, encoder_layers=1, decoder_layers=2, ffn_dim=8192, dropout=0.1):
-        super().__init__()
         if hidden_dim % heads or hidden_dim % 4:
             raise SPMLError(f"model.q2l_hidden_dim ({hidden_dim}) must be a multiple of 4 (the sine position "
                             f"embedding) and of model.q2l_heads ({heads})")
         if decoder_layers < 1:
             raise SPMLError("model.q2l_decoder_layers must be >= 1: the CAM is the last decoder layer's attention")
-        trunk = build_trunk(backbone, pretrained, output_stride)
-        self.trunk = trunk.module
-        self.normalisation = {"mean": trunk.mean, "std": trunk.std}  # what the loaders and the export use
+        super().__init__(backbone, pretrained, channels_last, output_stride)
         self.hidden_dim = hidden_dim
-        self.projection = nn.Conv2d(trunk.width, hidden_dim, kernel_size=1)
+        self.projection = nn.Conv2d(self.trunk_width, hidden_dim, kernel_size=1)
         self.encoder = nn.ModuleList(EncoderLayer(hidden_dim, heads, ffn_dim, dropout) for _ in range(encoder_layers))
         self.decoder = nn.ModuleList(DecoderLayer(hidden_dim, heads, ffn_dim, dropout) for _ in range(decoder_layers))
         for parameter in list(self.encoder.parameters()) + list(self.decoder.parameters()):
@@ -126,11 +122,7 @@ class Query2Label(Classifier):
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.label_queries = nn.Parameter(torch.randn(num_classes, hidden_dim))
         self.classifier = GroupWiseLinear(num_classes, hidden_dim)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.to(memory_format=self.memory_format)
-
-    def forward_features(self, images):
-        return self.trunk(images.contiguous(memory_format=self.memory_format))
 
     def forward_head(self, features):
         batch, _, height, width = features.shape

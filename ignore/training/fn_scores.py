@@ -1,6 +1,6 @@
 """How well a method's scores find the false negatives among the unannotated labels.
 
-A method's step may return "fn_scores": {"scores": {name: (B, C)}, "candidates": (B, C)
+A method's step output may carry fn_scores: {"scores": {name: (B, C)}, "candidates": (B, C)
 bool (the unannotated labels), "targets": (B, C) bool (those the clean labels mark
 positive)}. The loop collects them over an epoch on every rank; `FNScoreCollector.summary`
 gathers them and gives each score's AUROC (1 = every false negative ranks above every true

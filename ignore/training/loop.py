@@ -42,9 +42,9 @@ class Meter:
     steps: int = 0
 
     def add(self, output):
-        for name, value in [("loss", output["loss"].detach().float())] + list(output["parts"].items()):
+        for name, value in [("loss", output.loss.detach().float())] + list(output.parts.items()):
             self.parts[name] = self.parts.get(name, 0) + value.float()
-        for name, value in output["counts"].items():
+        for name, value in output.counts.items():
             self.counts[name] = self.counts.get(name, 0) + value
         self.steps += 1
 
@@ -78,13 +78,13 @@ def train_one_epoch(run, epoch, loader, progress_bar):
     for batch in loader:
         with accelerator.accumulate(model):
             output = method.step(model, batch, epoch)
-            accelerator.backward(output["loss"])
+            accelerator.backward(output.loss)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         meter.add(output)
         epoch_meter.add(output)
-        if "fn_scores" in output:
-            fn_scores.add(output["fn_scores"])
+        if output.fn_scores is not None:
+            fn_scores.add(output.fn_scores)
         if len(batch["skipped"]):  # a shape, not a value: no synchronisation unless something was skipped
             skipped += len(batch["skipped"])
             accelerator.print(f"skipped unreadable images: train rows {batch['skipped'].tolist()}")
