@@ -31,8 +31,9 @@ def train(config, argv):
 
     argv: the command line, for the model card."""
     output_dir = Path(config.train.output_dir)
+    log_with = trackers(config.train.tracker, output_dir)  # a tracker whose package is missing stops before any folder
     make_output_dir(output_dir)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=trackers(config.train.tracker, output_dir),
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=log_with,
                               mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
                               project_dir=str(output_dir), step_scheduler_with_optimizer=False)
     use_all_cores_if_launcher_chose_one(accelerator)
