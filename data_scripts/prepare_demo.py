@@ -1,6 +1,6 @@
 """Build (or find in the cache) the built-in demo dataset and print its statistics.
 
-    python data_scripts/prepare_demo.py [--out DIR] [--seed 0] [--num-train 2500] [--num-test 800]
+    python data_scripts/prepare_demo.py [--layout dense|sparse] [--out DIR] [--seed 0] [--num-train 2500] [--num-test 800]
 
 Needs no download: the canvases are drawn from the digits that ship with scikit-learn.
 Without --out the dataset lives under $SPML_CACHE (default ~/.cache/spml).
@@ -9,13 +9,14 @@ import argparse
 import time
 from pathlib import Path
 
-from ignore.data.demo import demo_statistics, ensure_demo_dataset
+from ignore.data.demo import LAYOUTS, demo_statistics, ensure_demo_dataset
 from ignore.errors import exit_on_error
 
 
 @exit_on_error
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layout", choices=sorted(LAYOUTS), default="dense", help="which built-in dataset (data.demo)")
     parser.add_argument("--out", type=Path, default=None, help="dataset directory (default: in $SPML_CACHE)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the canvas generator")
     parser.add_argument("--num-train", type=int, default=2500, help="official-train canvases (split into train/val)")
@@ -23,7 +24,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    path = ensure_demo_dataset(args.out, seed=args.seed, num_train=args.num_train, num_test=args.num_test)
+    path = ensure_demo_dataset(args.out, seed=args.seed, num_train=args.num_train, num_test=args.num_test,
+                               layout=args.layout)
     seconds = time.perf_counter() - start
     stats = demo_statistics(path)
 
@@ -35,6 +37,10 @@ def main(argv=None):
         ("train positives unobserved", f"{100 * stats['positives_unobserved']:.1f}%  (false negatives of 'assume negative')"),
         ("unknown train labels positive", f"{100 * stats['unknown_positive']:.1f}%"),
     ]
+    if "object_area" in stats:
+        area = stats["object_area"]
+        rows.append(("object area (of the image)", f"{100 * area['min']:.1f}% to {100 * area['max']:.1f}%, "
+                                                  f"mean {100 * area['mean']:.1f}%"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")

@@ -30,6 +30,9 @@ class DataConfig:
     num_workers: int = setting(2, "DataLoader worker processes per process (persistent)")
     bad_images: str = setting("error", "an unreadable training image: 'error' stops the run; 'skip' logs it, leaves "
                                        "it out of its batch and counts it in metrics.json")
+    demo: str = setting("dense", "the built-in dataset when data.path is empty: dense (10 digit classes, 1-4 a "
+                                 "canvas, 17% of the unannotated labels false negatives) or sparse (shaped like VOC: "
+                                 "20 classes, 1.5 a canvas, 2.6%)")
     demo_seed: int = setting(0, "seed of the built-in demo dataset")
     train_subset: int = setting(0, "train on the first N rows only (0 = all): quick checks")
     image_column: str = setting("", "bring your own HuggingFace dataset: its image column (docs/datasets.md)")

@@ -219,3 +219,46 @@ def test_prepare_demo_script(built, capsys):
         main(["--out", str(path), "--num-train", "1"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("error: the demo needs at least 2 train")
+
+
+def test_the_sparse_layout_is_shaped_like_voc(pools):
+    """20 classes (each digit in red or blue), 1 to 3 a canvas (60/30/10%), 12..32 px: 2.6% of the
+    unannotated labels are false negatives, as VOC's ~2% and COCO's 2.4%."""
+    layout = demo.LAYOUTS["sparse"]
+    assert layout.class_names == tuple(f"{digit}r" for digit in range(10)) + tuple(f"{digit}b" for digit in range(10))
+    rng = np.random.default_rng(7)
+    counts, sides, colour_right, recognised = [], [], [], []
+    for _ in range(1000):
+        image, labels, boxes = demo.draw_canvas(rng, pools["train"], layout)
+        assert len(set(labels)) == len(labels) == len(boxes) and all(0 <= label < 20 for label in labels)
+        counts.append(len(labels))
+        for label, (x0, y0, x1, y1) in zip(labels, boxes):
+            sides.append(x1 - x0)
+            region = image[y0:y1, x0:x1].reshape(-1, 3).astype(float)
+            strokes = region[region.max(1) > 120]  # the digit's pixels, not the background noise
+            red, blue = strokes[:, 0].mean(), strokes[:, 2].mean()
+            colour_right.append(red > blue + 50 if label < 10 else blue > red + 50)
+            recognised.append(nearest_class_mean(image[y0:y1, x0:x1], pools["train"]) == label % 10)
+    assert np.bincount(counts)[1:].tolist() == pytest.approx([600, 300, 100], abs=45)
+    false_negative_share = (np.mean(counts) - 1) / 19  # of the 19 unannotated labels an image
+    assert 0.02 <= false_negative_share <= 0.035
+    assert min(sides) == 12 and max(sides) == 32  # objects from 3.5% to 25% of the canvas
+    assert all(colour_right)  # the colour half of the class is in the pixels
+    assert np.mean(recognised) > 0.6  # and so is the digit half
+
+
+def test_the_sparse_dataset_is_cached_apart_with_its_classes_and_object_areas(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPML_CACHE", str(tmp_path / "cache"))
+    sparse = demo.ensure_demo_dataset(seed=2, num_train=10, num_test=3, layout="sparse")
+    dense = demo.ensure_demo_dataset(seed=2, num_train=10, num_test=3)
+    assert (sparse.name, dense.name) == ("demo-sparse-v1-seed2-10-3", "demo-v1-seed2-10-3")
+    meta = load_dataset(sparse).meta
+    assert meta["class_names"] == list(demo.LAYOUTS["sparse"].class_names)
+    assert meta["protocol"]["demo_layout"] == "sparse" and load_dataset(dense).meta["protocol"]["demo_layout"] == "dense"
+    boxes = demo.generate_canvases(2, 10, 3, "sparse")["train"][2]
+    areas = [(x1 - x0) * (y1 - y0) / 64 ** 2 for canvas in boxes for x0, y0, x1, y1 in canvas]
+    assert meta["protocol"]["object_area"] == {"min": min(areas), "mean": pytest.approx(np.mean(areas)),
+                                               "max": max(areas)}
+    assert demo.demo_statistics(sparse)["object_area"] == meta["protocol"]["object_area"]
+    with pytest.raises(SPMLError, match="demo layout 'voc' is not one of"):
+        demo.ensure_demo_dataset(seed=2, num_train=10, num_test=3, layout="voc")

@@ -19,7 +19,7 @@ def load_spml_data(data_config, accelerator):
     if data_config.path:
         return load_dataset(Path(data_config.path), data_config.image_root or None)
     with accelerator.main_process_first():
-        path = ensure_demo_dataset(seed=data_config.demo_seed)
+        path = ensure_demo_dataset(seed=data_config.demo_seed, layout=data_config.demo)
     return load_dataset(path, data_config.image_root or None)
 
 
