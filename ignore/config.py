@@ -67,6 +67,11 @@ class MethodConfig:
     name: str = setting("ignore", "IGNORE, its controls (never_reject, random_reject, oracle_reject), the "
                                   "baselines, or full (clean labels, the upper bound)")
     warm_up: int = setting(3, "epochs before IGNORE rejects anything")
+    rule: str = setting("ema", "IGNORE's rejection rule: ema = the paper's, a drop above the EMA gap threshold (and "
+                               "LAT); calibrated = a false-negative probability from the drop and the weak logit, "
+                               "fitted each epoch on the validation split")
+    reject_probability: float = setting(0.5, "rule=calibrated: reject an unannotated label whose fitted "
+                                             "false-negative probability exceeds this")
     # 0.5 and the signed drop: measured against the paper's 0.8 and |gap| (docs/results.md)
     cam_threshold: float = setting(0.5, "the masked image keeps the pixels whose normalised CAM exceeds this "
                                         "(paper: 0.8)")
@@ -176,8 +181,8 @@ def above(low):
     return Range(low, low_open=True)
 
 
-def between(low, high, high_open=False):
-    return Range(low, high, high_open=high_open)
+def between(low, high, low_open=False, high_open=False):
+    return Range(low, high, low_open=low_open, high_open=high_open)
 
 
 # The valid values of every int and float key, one line each; a test checks that none is missing.
@@ -195,6 +200,7 @@ RANGES = {
     "model.q2l_ffn_dim": at_least(1),
     "model.q2l_dropout": between(0, 1, high_open=True),
     "method.warm_up": at_least(0),
+    "method.reject_probability": between(0, 1, low_open=True, high_open=True),
     "method.cam_threshold": between(0, 1, high_open=True),  # 1 or more would mask every pixel
     "method.gap_lambda": between(0, 1, high_open=True),  # 1 would keep the threshold at 0 for ever
     "method.avg_lambda": between(0, 1, high_open=True),

@@ -211,12 +211,15 @@ TWO_PROCESSES = (*TWO_CPU_PROCESSES, "-m", "ignore.train")  # the module form; o
 
 
 def test_two_process_launch_keeps_thresholds_identical_on_every_rank(tiny_dataset, tmp_path):
-    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "ddp", "train.batch_size=4"),
-                       launcher=TWO_PROCESSES)
+    # the calibrated rule: the EMA thresholds still run, and the fit on the gathered validation split too
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "ddp", "train.batch_size=4",
+                                           "method.rule=calibrated"), launcher=TWO_PROCESSES)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2
-    assert metrics["thresholds_identical_across_ranks"] is True
+    assert metrics["thresholds_identical_across_ranks"] is True  # every buffer of the method, bit for bit
+    # both ranks' validation images (8, 3 unannotated labels each, the padding dropped) were in the fit
+    assert [epoch["calibration"]["calibration_entries"] for epoch in metrics["epochs"]] == [24, 24]
     # the false-negative score diagnostics cover both ranks' entries
     assert sum(metrics["epochs"][-1]["histograms"]["gap"]["true_fn"]) == metrics["last_epoch_train"]["false_negatives"]
 

@@ -54,6 +54,11 @@ class Method(nn.Module):
     def step(self, model, batch, epoch):
         raise NotImplementedError
 
+    def calibrate(self, model, val_loader):
+        """After each epoch's validation: fit what the method learns from the clean validation
+        labels; returns the epoch's diagnostics of it (most methods learn nothing there)."""
+        return {}
+
     def pictures(self, model, batch):
         """{tag: (3, H, W) image in [0, 1]} for TensorBoard; most methods have none."""
         return {}

@@ -13,8 +13,9 @@ from torchvision.utils import make_grid
 from ..data.views import denormalise, pixel_to_normalised
 from ..errors import SPMLError
 from .base import FN_RATIOS, Method, StepOutput, bce, fn_counts, false_negatives, masked_mean, observed_positive
+from .calibration import RejectionCalibration
 from .masking import positive_cam, positive_region_mask
-from .registry import CAM_NORMALISATIONS, GAPS, MASKED_BATCHNORM_MODES, MASK_FILLS
+from .registry import CAM_NORMALISATIONS, GAPS, MASKED_BATCHNORM_MODES, MASK_FILLS, RULES
 from .rejection import REJECTIONS, rejected_entries
 from .thresholds import GapThresholds
 
@@ -55,7 +56,7 @@ class Ignore(Method):
     def __init__(self, config, num_classes, accelerator, rejection="gap", **context):
         super().__init__(config, num_classes, accelerator, **context)
         for key, allowed in (("masked_batchnorm", MASKED_BATCHNORM_MODES), ("cam_normalisation", CAM_NORMALISATIONS),
-                             ("mask_fill", MASK_FILLS), ("gap", GAPS)):
+                             ("mask_fill", MASK_FILLS), ("gap", GAPS), ("rule", RULES)):
             if getattr(config, key) not in allowed:
                 raise SPMLError(f"method.{key} must be one of {allowed}, got '{getattr(config, key)}'")
         assert rejection in REJECTIONS, rejection
@@ -63,6 +64,7 @@ class Ignore(Method):
         self.views = ("weak", "strong") if config.strong_view else ("weak",)
         self.thresholds = GapThresholds(num_classes, config.gap_lambda, config.avg_lambda,
                                         config.threshold_bias_correction)
+        self.calibration = RejectionCalibration(config.reject_probability)
 
     def step(self, model, batch, epoch):
         config = self.config
@@ -71,9 +73,7 @@ class Ignore(Method):
         masked = {}
 
         def masked_pass(weak_output):
-            mask = positive_region_mask(weak_output["cam"], positive, weak.shape[-2:], config.cam_threshold,
-                                        config.cam_normalisation)
-            masked.update(area=mask.mean(), logits=self.masked_logits(model, self.masked_images(weak, mask)))
+            masked.update(zip(("area", "logits"), self.masked_pass(model, weak, weak_output["cam"], positive)))
 
         weak_output, strong_output = self.forward_views(model, batch, masked_pass)
         weak_logits = weak_output["logits"].float()
@@ -88,9 +88,12 @@ class Ignore(Method):
 
         above_average = weak_logits.detach() > self.thresholds.average()  # LAT
         unannotated = ~positive  # only unannotated labels can be false negatives
-        suspect = (rule_gap > self.thresholds.gap()) & unannotated
-        if config.lat:
-            suspect &= above_average
+        if config.rule == "calibrated":
+            suspect = self.calibration.suspects(drop, weak_logits.detach()) & unannotated
+        else:
+            suspect = (rule_gap > self.thresholds.gap()) & unannotated
+            if config.lat:
+                suspect &= above_average
         reject = rejected_entries(self.rejection, suspect, unannotated, batch, epoch, self.seed)
         if epoch < config.warm_up:
             reject = torch.zeros_like(reject)
@@ -112,9 +115,47 @@ class Ignore(Method):
         # and gated by LAT (labels below their class average rank last), both gap definitions,
         # and the weak logit itself for comparison (does the gap know more than the logit?).
         fn_scores = {"scores": {"gap": rule_gap, "gap_lat": torch.where(above_average, rule_gap, float("-inf")),
-                                "absolute_gap": gap, "drop": drop, "logit": weak_logits.detach()},
+                                "absolute_gap": gap, "drop": drop, "logit": weak_logits.detach(),
+                                "calibrated": self.calibration.log_odds(drop, weak_logits.detach())},
                      "candidates": unannotated, "targets": true_fn}
         return StepOutput(loss, weak_logits, parts, counts, fn_scores)
+
+    def masked_pass(self, model, images, cam, positive):
+        """(masked area, masked images' logits): each image masked to its observed positive's CAM region."""
+        mask = positive_region_mask(cam, positive, images.shape[-2:], self.config.cam_threshold,
+                                    self.config.cam_normalisation)
+        return mask.mean(), self.masked_logits(model, self.masked_images(images, mask))
+
+    @torch.no_grad()
+    def calibrate(self, model, val_loader):
+        """rule=calibrated: score the validation images as the step scores the training images
+        (the weak logits and the masked images' logits, BatchNorm on each batch's own statistics
+        as in training, no running statistics touched), gather them from every process and fit
+        the false-negative probability (calibration.py) identically everywhere."""
+        if self.config.rule != "calibrated":
+            return {}
+        network = self.accelerator.unwrap_model(model)
+        was_training = network.training
+        network.train()
+        drops, logits, false_negative = [], [], []
+        with batchnorm_mode(network, "batch"):
+            for batch in val_loader:
+                images, positive = batch["image"], observed_positive(batch)
+                if images.shape[0] < 2:  # batch statistics need two images (equal on every process)
+                    continue
+                with self.accelerator.autocast():
+                    output = network(images)
+                weak_logits = output["logits"].float()
+                _, masked_logits = self.masked_pass(model, images, output["cam"], positive)
+                unannotated = ~positive
+                gathered = self.accelerator.gather_for_metrics(
+                    (weak_logits - masked_logits, weak_logits, false_negatives(batch), unannotated))
+                drop, logit, true_fn, candidates = (tensor.cpu() for tensor in gathered)
+                drops.append(drop[candidates])
+                logits.append(logit[candidates])
+                false_negative.append(true_fn[candidates])
+        network.train(was_training)
+        return self.calibration.fit(torch.cat(drops), torch.cat(logits), torch.cat(false_negative))
 
     def forward_views(self, model, batch, masked_pass):
         """(weak output, strong output), with `masked_pass(weak output)` run in between when

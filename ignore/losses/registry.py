@@ -35,6 +35,7 @@ MASK_FILLS = ("mean", "black")
 GAPS = ("drop", "absolute")
 MASKED_BATCHNORM_MODES = ("batch", "eval")
 BOOSTLU_BASES = ("ll_r", "ll_ct", "ll_cp")  # Large Loss variants BoostLU can train with
+RULES = ("ema", "calibrated")  # IGNORE's rejection rule: the paper's EMA thresholds, or calibration.py
 
 CHOICES = {
     "method.name": tuple(METHODS),
@@ -43,6 +44,7 @@ CHOICES = {
     "method.gap": GAPS,
     "method.masked_batchnorm": MASKED_BATCHNORM_MODES,
     "method.boostlu_base": BOOSTLU_BASES,
+    "method.rule": RULES,
 }
 
 

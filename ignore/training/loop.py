@@ -163,10 +163,13 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
             if progress.step_in_epoch < steps_per_epoch:
                 break  # stopped by train.max_steps inside the epoch: no evaluation
             val_metrics, _ = evaluate(run.model, val_loader, accelerator, run.method.eval_logits)
-            accelerator.log({"val/mAP": val_metrics["mAP"]}, step=progress.global_step)
+            calibration = run.method.calibrate(run.model, val_loader)  # what the next epochs apply
+            val_logs = {"val/mAP": val_metrics["mAP"], **{f"val/{name}": value for name, value in calibration.items()}}
+            accelerator.log(val_logs, step=progress.global_step)
             log_pictures(run, preview)
             log_histograms(run, result.fn_scores)
             progress.history.append({"epoch": epoch, "val_mAP": val_metrics["mAP"], "train": last_epoch,
+                                     "calibration": calibration,
                                      "histograms": {name: histogram(groups) for name, groups in result.fn_scores.items()}})
             accelerator.print(f"epoch {epoch}: val mAP {val_metrics['mAP']:.2f}" + fn_score_line(last_epoch))
             if val_metrics["mAP"] > progress.best_val_map:

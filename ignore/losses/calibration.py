@@ -1,0 +1,83 @@
+"""IGNORE's calibrated rejection rule: how likely an unannotated label is a false negative,
+learned each epoch on the validation split (method.rule=calibrated).
+
+The validation images carry clean labels (the protocol uses them to pick the best epoch) and
+the same single-positive observation as the training images. Scoring them as a training step
+does (the weak logit z_w, the masked image's logit z_m) and knowing which unannotated labels
+are in fact positive, a logistic model P(false negative | z_w - z_m, z_w) is fitted; the step
+then rejects an unannotated label when that probability exceeds method.reject_probability.
+The rule therefore follows the data's own false-negative share (a dataset with few false
+negatives gets few rejections), adds the weak logit to the drop (each ranks false negatives on
+its own), and rejects nothing while no label is likely enough: it cannot reject more than the
+validation split says is there.
+"""
+import math
+
+import torch
+from torch import nn
+
+FEATURES = ("bias", "drop", "logit")
+NEWTON_STEPS = 50
+RIDGE = 1.0  # an L2 penalty on the weights (not the bias): finite when the classes separate perfectly
+
+
+def logistic_fit(features, targets):
+    """Coefficients (float64) of a ridge-regularised logistic regression by Newton's method:
+    scikit-learn's LogisticRegression(C=1 / RIDGE) with an unpenalised intercept.
+
+    features: (N, K) float64, the bias column first; targets: (N,) in {0, 1}. Deterministic:
+    the same data gives the same bits on every process.
+    """
+    coefficients = features.new_zeros(features.shape[1])
+    penalty = RIDGE * torch.diag(torch.tensor([0.0] + [1.0] * (features.shape[1] - 1), dtype=features.dtype))
+    for _ in range(NEWTON_STEPS):
+        probability = torch.sigmoid(features @ coefficients)
+        gradient = features.T @ (probability - targets) + penalty @ coefficients
+        hessian = features.T @ (features * (probability * (1 - probability))[:, None]) + penalty
+        step = torch.linalg.solve(hessian, gradient)
+        coefficients = coefficients - step
+        if step.abs().max() < 1e-10:
+            break
+    return coefficients
+
+
+class RejectionCalibration(nn.Module):
+    """The fitted coefficients, in buffers: checkpointed, and equal on every process because
+    every process fits the same gathered data."""
+
+    def __init__(self, reject_probability):
+        super().__init__()
+        self.boundary = math.log(reject_probability / (1 - reject_probability))  # on the log-odds
+        self.register_buffer("coefficients", torch.zeros(len(FEATURES)))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    def log_odds(self, drop, logit):
+        """log P(false negative) / P(not), for (B, C) drops and weak logits."""
+        bias, drop_weight, logit_weight = self.coefficients
+        return bias + drop_weight * drop + logit_weight * logit
+
+    def suspects(self, drop, logit):
+        """(B, C) bool: likely enough to be false negatives; none before the first fit (no host sync)."""
+        return (self.log_odds(drop, logit) > self.boundary) & self.fitted
+
+    @torch.no_grad()
+    def fit(self, drop, logit, is_false_negative):
+        """Fit on the unannotated validation labels (1-D tensors of one length); returns what the
+        fitted rule does on them: its rejected share, its estimated and its true precision, its recall."""
+        features = torch.stack([torch.ones_like(drop), drop, logit], dim=1).double().cpu()
+        targets = is_false_negative.double().cpu()
+        coefficients = logistic_fit(features, targets)
+        self.coefficients.copy_(coefficients.to(self.coefficients))
+        self.fitted.fill_(True)
+        log_odds = features @ coefficients
+        rejected = log_odds > self.boundary
+        count, true_count = int(rejected.sum()), int(targets[rejected].sum())
+        return {
+            "calibration_entries": len(targets),
+            "calibration_fn_share": float(targets.mean()),
+            "calibration_rejected_fraction": count / len(targets),
+            "calibration_estimated_precision": float(torch.sigmoid(log_odds[rejected]).mean()) if count else math.nan,
+            "calibration_precision": true_count / count if count else math.nan,
+            "calibration_recall": true_count / max(int(targets.sum()), 1),
+            **{f"calibration_{name}": float(value) for name, value in zip(FEATURES, coefficients)},
+        }

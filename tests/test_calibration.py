@@ -1,0 +1,78 @@
+"""IGNORE's calibrated rule: the logistic fit against scikit-learn, the step's rejections by hand,
+and the fit on validation batches scored as the step scores training batches."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from ignore.losses.calibration import RIDGE, RejectionCalibration, logistic_fit
+from test_ignore_method import IMAGES, LABELS, OBSERVED, ImageIsCAM, batch, make_method
+from test_rejection_controls import loss_without
+
+# drops (weak - masked) of the hand batch: [0.25, 0.5, 1.5], [1.0, 0.5, 0.5]; weak logits
+# [0.75, 1.0, 3.0], [2.0, 0.5, 2.5]; unannotated [F, T, T], [T, T, F]; the false negative (0, 1).
+# With bias -2 and weights 1, 1 the log-odds are -2 + drop + logit:
+#   image 0: (-1.0), -0.5, 2.5      image 1: 1.0, -1.0, (1.0)      (annotated in brackets)
+COEFFICIENTS = [-2.0, 1.0, 1.0]
+
+
+def calibrated_method(reject_probability=0.5, fitted=True):
+    method = make_method(rule="calibrated", reject_probability=reject_probability)
+    method.calibration.coefficients.copy_(torch.tensor(COEFFICIENTS))
+    method.calibration.fitted.fill_(fitted)
+    return method
+
+
+@pytest.mark.parametrize("reject_probability, rejected", [
+    (0.5, {(0, 2), (1, 0)}),  # log-odds above 0
+    (0.3, {(0, 1), (0, 2), (1, 0)}),  # above log(0.3 / 0.7) = -0.847
+    (0.9, {(0, 2)}),  # above log(9) = 2.197
+])
+def test_the_step_rejects_the_unannotated_labels_above_the_probability(reject_probability, rejected):
+    output = calibrated_method(reject_probability).step(ImageIsCAM(), batch(), epoch=1)
+    assert output.parts["loss_ign"].item() == pytest.approx(loss_without(rejected), rel=1e-6)
+    assert int(output.counts["rejected"]) == len(rejected)
+    assert int(output.counts["rejected_true_fn"]) == int((0, 1) in rejected)
+    assert torch.allclose(output.fn_scores["scores"]["calibrated"],
+                          torch.tensor([[-1.0, -0.5, 2.5], [1.0, -1.0, 1.0]]))
+
+
+def test_nothing_is_rejected_before_the_first_fit_nor_in_the_warm_up():
+    assert int(calibrated_method(fitted=False).step(ImageIsCAM(), batch(), epoch=1).counts["rejected"]) == 0
+    assert int(calibrated_method().step(ImageIsCAM(), batch(), epoch=0).counts["rejected"]) == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_logistic_fit_is_scikit_learns(seed):
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(400, 2)) * [1.0, 3.0]
+    targets = (rng.random(400) < 1 / (1 + np.exp(-(features @ [1.5, -0.4] - 2.0)))).astype(float)
+    reference = LogisticRegression(C=1 / RIDGE, tol=1e-12, max_iter=10_000).fit(features, targets)
+    ours = logistic_fit(torch.tensor(np.c_[np.ones(400), features]), torch.tensor(targets))
+    np.testing.assert_allclose(ours.numpy(), np.r_[reference.intercept_, reference.coef_[0]], atol=1e-6)
+
+
+def test_calibrate_fits_the_unannotated_validation_labels_scored_as_in_training():
+    method = make_method(rule="calibrated")
+    val_batches = [{"image": IMAGES.clone(), "observed": OBSERVED, "labels": LABELS}]
+    summary = method.calibrate(ImageIsCAM(), val_batches)
+    # the four unannotated entries: (drop, logit, false negative)
+    drop, logit = torch.tensor([0.5, 1.5, 1.0, 0.5]), torch.tensor([1.0, 3.0, 2.0, 0.5])
+    expected = logistic_fit(torch.stack([torch.ones(4), drop, logit], 1).double(), torch.tensor([1.0, 0, 0, 0]).double())
+    assert torch.equal(method.calibration.coefficients, expected.float()) and bool(method.calibration.fitted)
+    log_odds = expected[0] + expected[1] * drop.double() + expected[2] * logit.double()
+    rejected = log_odds > 0
+    assert summary["calibration_entries"] == 4 and summary["calibration_fn_share"] == 0.25
+    assert summary["calibration_rejected_fraction"] == rejected.double().mean().item()
+    assert summary["calibration_bias"] == expected[0].item()
+    if rejected.any():
+        assert summary["calibration_estimated_precision"] == pytest.approx(torch.sigmoid(log_odds[rejected]).mean())
+    else:
+        assert math.isnan(summary["calibration_estimated_precision"]) and summary["calibration_recall"] == 0.0
+
+
+def test_the_ema_rule_learns_nothing_on_the_validation_split():
+    assert make_method().calibrate(ImageIsCAM(), []) == {}
+    assert RejectionCalibration(0.5).suspects(torch.ones(2, 3), torch.ones(2, 3)).sum() == 0
