@@ -126,6 +126,8 @@ class TrainConfig:
     output_dir: str = setting("runs/demo", "the run folder: config, logs, checkpoints, export, metrics, report")
     resume: str = setting("", "'' = a fresh run, 'auto' = the newest intact checkpoint in output_dir, or a "
                               "checkpoint directory")
+    overwrite: bool = setting(False, "a fresh run into an output_dir that holds another run's checkpoints, export or "
+                                     "metrics.json deletes that run's outputs first (false: it stops)")
     checkpoint_every_steps: int = setting(0, "also checkpoint every N optimiser steps (0 = after each epoch only)")
     keep_checkpoints: int = setting(2, "newest checkpoints kept")
     mixed_precision: str = setting("auto", "auto: the launcher's --mixed_precision, else bf16 on a GPU, fp32 on a "

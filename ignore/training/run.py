@@ -23,6 +23,7 @@ from .loop import Run, fit, test
 from .optim import build_optimizer, build_scheduler
 from .precision import resolve_mixed_precision
 from .report import write_report
+from .run_folder import clear_previous_run, require_own_folder
 from .tracking import SCALARS, trackers
 
 
@@ -32,10 +33,14 @@ def train(config, argv):
     argv: the command line, for the model card."""
     output_dir = Path(config.train.output_dir)
     log_with = trackers(config.train.tracker, output_dir)  # a tracker whose package is missing stops before any folder
+    require_own_folder(config.train)
     make_output_dir(output_dir)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=log_with,
                               mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
                               project_dir=str(output_dir), step_scheduler_with_optimizer=False)
+    if config.train.overwrite and accelerator.is_main_process:
+        clear_previous_run(output_dir)
+    accelerator.wait_for_everyone()  # the other ranks go on once the old run is gone
     use_all_cores_if_launcher_chose_one(accelerator)
     set_seed(config.train.seed)
     data = load_spml_data(config.data, accelerator)
