@@ -4,7 +4,10 @@ import shutil
 
 import pytest
 
+from ignore.config import load_config, save_config
+from ignore.errors import SPMLError
 from ignore.train import main
+from ignore.training.resume_settings import require_same_settings
 from test_train import run_train, tiny_run_overrides
 
 # 32 train images / batch 8 = 4 steps: one epoch, its checkpoint, the export, metrics.json and the report
@@ -50,3 +53,39 @@ def test_overwrite_replaces_the_previous_runs_outputs(finished_run, tiny_dataset
     assert sorted(path.name for path in run_dir.iterdir()) == ["checkpoints", "config.yaml", "scalars.jsonl"]
     steps = {json.loads(line)["step"] for line in (run_dir / "scalars.jsonl").read_text().splitlines()}
     assert steps == {1}
+
+
+def test_resume_with_other_settings_names_every_one_that_may_not_change(finished_run, tiny_dataset, capsys):
+    before = files_and_times(finished_run)
+    checkpoint = finished_run / "checkpoints" / "step-000000004"
+    # log_every, num_workers and max_steps may change; the method, lr and image size may not
+    with pytest.raises(SystemExit) as stopped:
+        main(tiny_run_overrides(tiny_dataset, finished_run, *FINISHED, "train.resume=auto", "method.name=an",
+                                "optim.lr=0.5", "data.image_size=40", "train.log_every=5", "data.num_workers=1",
+                                "train.max_steps=6"))
+    assert stopped.value.code == 2
+    assert last_error_line(capsys) == (
+        f"error: train.resume: checkpoint {checkpoint} was trained with other settings: data.image_size 32 -> 40, "
+        "method.name 'ignore' -> 'an', optim.lr 0.001 -> 0.5; resume with its settings (docs/configuration.md "
+        "lists those that may change) or start a fresh run")
+    assert files_and_times(finished_run) == before
+
+
+def test_more_epochs_with_a_one_cycle_schedule_is_refused_in_one_line(finished_run, tiny_dataset, capsys):
+    # the schedule's 4 steps are spent: a 5th used to end in OneCycleLR's "Tried to step 5 times" traceback
+    with pytest.raises(SystemExit) as stopped:
+        main(tiny_run_overrides(tiny_dataset, finished_run, "optim.scheduler=onecycle", "train.epochs=2",
+                                "train.resume=auto"))
+    assert stopped.value.code == 2
+    assert last_error_line(capsys) == (
+        "error: train.resume: train.epochs 1 -> 2 with optim.scheduler=onecycle: the one-cycle schedule is laid out "
+        "over the run's first total of steps and cannot be stretched; resume with train.epochs=1")
+
+
+def test_a_checkpoint_without_its_config_is_compared_with_its_run_folders(tmp_path):
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-000000004"
+    checkpoint.mkdir(parents=True)
+    save_config(load_config(overrides=["optim.lr=0.01", "train.epochs=3"]), tmp_path / "run" / "config.yaml")
+    require_same_settings(checkpoint, load_config(overrides=["optim.lr=0.01", "train.epochs=5"]))  # may change
+    with pytest.raises(SPMLError, match=r"other settings: optim.lr 0.01 -> 0.001; "):
+        require_same_settings(checkpoint, load_config())

@@ -23,6 +23,7 @@ from .loop import Run, fit, test
 from .optim import build_optimizer, build_scheduler
 from .precision import resolve_mixed_precision
 from .report import write_report
+from .resume_settings import require_same_global_batch, require_same_settings
 from .run_folder import clear_previous_run, require_own_folder
 from .tracking import SCALARS, trackers
 
@@ -65,14 +66,16 @@ def train(config, argv):
         raise SPMLError(f"the train split has fewer images than one global batch ({global_batch})")
     scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch * config.train.epochs)
     method.to(accelerator.device)
-    run = Run(config, accelerator, model, method, optimizer, scheduler, Progress())
+    run = Run(config, accelerator, model, method, optimizer, scheduler, Progress(global_batch=global_batch))
     checkpointed = (scheduler, method, run.progress)
     accelerator.register_for_checkpointing(*checkpointed)
 
     resume_from = resolve_resume(config.train.resume, output_dir, accelerator.print, len(checkpointed))
     if resume_from is not None:
+        require_same_settings(resume_from, config)
         require_same_weights(resume_from, network(accelerator, model))
         accelerator.load_state(str(resume_from))
+        require_same_global_batch(resume_from, run.progress.global_batch, global_batch)
         accelerator.print(f"resumed from {resume_from}: epoch {run.progress.epoch}, step {run.progress.global_step}")
     if accelerator.is_main_process:
         save_config(config, output_dir / "config.yaml")
