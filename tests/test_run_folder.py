@@ -89,3 +89,14 @@ def test_a_checkpoint_without_its_config_is_compared_with_its_run_folders(tmp_pa
     require_same_settings(checkpoint, load_config(overrides=["optim.lr=0.01", "train.epochs=5"]))  # may change
     with pytest.raises(SPMLError, match=r"other settings: optim.lr 0.01 -> 0.001; "):
         require_same_settings(checkpoint, load_config())
+
+
+def test_resume_with_another_global_batch_is_refused_in_one_line(finished_run, tiny_dataset, capsys):
+    # train.batch_size may change with the number of processes, the global batch may not (one process: 8 -> 4)
+    with pytest.raises(SystemExit) as stopped:
+        main(tiny_run_overrides(tiny_dataset, finished_run, *FINISHED, "train.batch_size=4", "train.resume=auto"))
+    assert stopped.value.code == 2
+    assert last_error_line(capsys) == (
+        f"error: train.resume: checkpoint {finished_run / 'checkpoints' / 'step-000000004'} was trained with a global "
+        "batch of 8, this run's is 4 (train.batch_size x processes x gradient accumulation); keep the global batch, "
+        "or start a fresh run")
