@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from ..errors import SPMLError
 from ..files import write_json_atomic
 from ..metrics import multilabel_metrics, results_table
-from ..models.export import add_test_metrics
+from ..models.export import add_test_metrics, settle_export
 from .checkpoint import EXPORT, export_model, network, require_finite, save_checkpoint
 from .fn_scores import FNScoreCollector, histogram
 from .tracking import fn_score_line, log_histograms, log_pictures
@@ -188,6 +188,8 @@ def reached_max_steps(run):
 def test(run, test_loader, class_names, skipped, seconds, last_epoch):
     """The best epoch's weights on the test split: metrics.json, test scores, a printed line."""
     accelerator, output_dir = run.accelerator, Path(run.config.train.output_dir)
+    if accelerator.is_main_process:
+        settle_export(output_dir / EXPORT)  # a run killed while swapping exports, resumed after its best epoch
     accelerator.wait_for_everyone()
     network(accelerator, run.model).load_state_dict(load_file(str(output_dir / EXPORT / "model.safetensors")))
     test_metrics, test_scores = evaluate(run.model, test_loader, accelerator, run.method.eval_logits)

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import SPMLError
+from ..models.export import aside_of, partial_of
 from .checkpoint import CHECKPOINTS, EXPORT
 from .report import FIGURES, REPORT
 from .tracking import SCALARS
@@ -19,7 +20,7 @@ def another_run(output_dir):
     output_dir = Path(output_dir)
     checkpoints = output_dir / CHECKPOINTS
     found = [f"{CHECKPOINTS}/"] if checkpoints.is_dir() and any(checkpoints.iterdir()) else []
-    found += [f"{EXPORT}/"] if (output_dir / EXPORT).exists() else []
+    found += [f"{EXPORT}/"] if (output_dir / EXPORT).exists() or aside_of(output_dir / EXPORT).exists() else []
     return found + ([METRICS] if (output_dir / METRICS).exists() else [])
 
 
@@ -41,9 +42,9 @@ def require_own_folder(train_config):
 def clear_previous_run(output_dir):
     """Delete what the run before wrote (train.overwrite=true, main process): config.yaml is rewritten anyway."""
     output_dir = Path(output_dir)
-    for name in (CHECKPOINTS, EXPORT, f"{EXPORT}.partial", METRICS, TEST_SCORES, SCALARS, REPORT, FIGURES,
-                 TENSORBOARD):
-        path = output_dir / name
+    export = output_dir / EXPORT
+    for path in [export, partial_of(export), aside_of(export)] + [output_dir / name for name in (
+            CHECKPOINTS, METRICS, TEST_SCORES, SCALARS, REPORT, FIGURES, TENSORBOARD)]:
         if path.is_dir():
             shutil.rmtree(path)
         else:
