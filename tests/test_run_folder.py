@@ -1,6 +1,11 @@
 """One run folder, one run: a fresh run never mixes with the run already in its folder."""
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import time
 
 import pytest
 
@@ -8,7 +13,7 @@ from ignore.config import load_config, save_config
 from ignore.errors import SPMLError
 from ignore.train import main
 from ignore.training.resume_settings import require_same_settings
-from test_train import run_train, tiny_run_overrides
+from test_train import PYTHON, REPO, run_train, tiny_run_overrides
 
 # 32 train images / batch 8 = 4 steps: one epoch, its checkpoint, the export, metrics.json and the report
 FINISHED = ("train.epochs=1", "optim.scheduler=onecycle")
@@ -100,3 +105,37 @@ def test_resume_with_another_global_batch_is_refused_in_one_line(finished_run, t
         f"error: train.resume: checkpoint {finished_run / 'checkpoints' / 'step-000000004'} was trained with a global "
         "batch of 8, this run's is 4 (train.batch_size x processes x gradient accumulation); keep the global batch, "
         "or start a fresh run")
+
+
+def logged_steps(run_dir):
+    return [json.loads(line)["step"] for line in (run_dir / "scalars.jsonl").read_text().splitlines()
+            if "train/loss" in line]
+
+
+def test_sigterm_checkpoints_at_the_next_step_and_resume_continues_from_there(tiny_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    settings = tiny_run_overrides(tiny_dataset, run_dir, "train.epochs=50", "data.num_workers=2")  # never finishes
+    # its own session, signalled as a scheduler does a job: every process, the DataLoader workers too
+    training = subprocess.Popen([PYTHON, "-m", "ignore.train", *settings], cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not ((run_dir / "scalars.jsonl").is_file() and logged_steps(run_dir)):  # the first step is done
+        assert training.poll() is None and time.monotonic() < deadline, training.communicate()[1][-3000:]
+        time.sleep(0.05)
+    os.killpg(training.pid, signal.SIGTERM)
+    out, err = training.communicate(timeout=300)
+    assert training.returncode == 143, err[-3000:]
+    said = re.fullmatch(r"stopped by SIGTERM at step (\d+): checkpoint (.+); continue with train.resume=auto",
+                        out.strip().splitlines()[-1])
+    assert said, out[-2000:]
+    step = int(said[1])
+    assert said[2] == str(run_dir / "checkpoints" / f"step-{step:09d}") and (run_dir / said[2]).is_dir()
+    assert max(logged_steps(run_dir)) == step and "Traceback" not in err
+
+    resumed = run_train(*tiny_run_overrides(tiny_dataset, run_dir, "train.epochs=50", "train.resume=auto",
+                                            f"train.max_steps={step + 1}"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {said[2]}: epoch {step // 4}, step {step}" in resumed.stdout
+    assert sorted(set(logged_steps(run_dir))) == list(range(1, step + 2))  # no step lost, none after step + 1
+    assert (run_dir / "checkpoints" / f"step-{step + 1:09d}").is_dir()

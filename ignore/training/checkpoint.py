@@ -46,8 +46,8 @@ def save_checkpoint(run):
     """
     accelerator, config, progress = run.accelerator, run.config.train, run.progress
     require_finite(run, f"at step {progress.global_step}, not checkpointed")
-    root = Path(config.output_dir) / CHECKPOINTS
-    final = root / f"step-{progress.global_step:09d}"
+    final = checkpoint_dir(config.output_dir, progress.global_step)
+    root = final.parent
     partial = root / (final.name + ".partial")
     if accelerator.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)
@@ -62,6 +62,10 @@ def save_checkpoint(run):
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def checkpoint_dir(output_dir, step):
+    return Path(output_dir) / CHECKPOINTS / f"step-{step:09d}"
 
 
 def network(accelerator, model):

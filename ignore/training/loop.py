@@ -31,6 +31,7 @@ class Run:
     optimizer: object
     scheduler: object
     progress: object
+    stop: object  # preemption.StopOnSigterm
 
 
 @dataclass
@@ -102,6 +103,8 @@ def train_one_epoch(run, epoch, loader, progress_bar):
             save_checkpoint(run)
         if config.max_steps and step >= config.max_steps:
             break
+        if run.stop.agreed():  # SIGTERM: fit checkpoints this step
+            break
     if meter.steps:
         log_interval(run, meter, run.progress.global_step)
     epoch_summary = epoch_meter.summary(accelerator, method.ratios) if epoch_meter.steps else {}
@@ -153,7 +156,7 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
     skipped = 0
     with tqdm(total=steps_per_epoch * config.epochs, initial=progress.global_step,
               disable=not accelerator.is_main_process, desc="train") as bar:  # closed before any error line
-        while progress.epoch < config.epochs and not reached_max_steps(run):
+        while progress.epoch < config.epochs and not reached_max_steps(run) and not run.stop.stopping:
             epoch = progress.epoch
             train_loader.set_epoch(epoch)
             batches_done = progress.step_in_epoch * accelerator.gradient_accumulation_steps
@@ -161,7 +164,7 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
             last_epoch, skipped = result.train, skipped + result.skipped
             accelerator.log({f"epoch/{name}": value for name, value in last_epoch.items()}, step=progress.global_step)
             if progress.step_in_epoch < steps_per_epoch:
-                break  # stopped by train.max_steps inside the epoch: no evaluation
+                break  # stopped by train.max_steps or SIGTERM inside the epoch: no evaluation
             val_metrics, _ = evaluate(run.model, val_loader, accelerator, run.method.eval_logits)
             accelerator.log({"val/mAP": val_metrics["mAP"]}, step=progress.global_step)
             log_pictures(run, preview)

@@ -2,6 +2,7 @@
 import dataclasses
 import math
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -17,10 +18,11 @@ from ..files import make_output_dir
 from ..losses.registry import build_method
 from ..models.build import build_model, model_settings
 from ..models.sync_batchnorm import synchronise_batchnorm
-from .checkpoint import Progress, network, require_same_weights, resolve_resume
+from .checkpoint import Progress, checkpoint_dir, network, require_same_weights, resolve_resume
 from .cpu_threads import use_all_cores_if_launcher_chose_one
 from .loop import Run, fit, test
 from .optim import build_optimizer, build_scheduler
+from .preemption import PREEMPTED, StopOnSigterm
 from .precision import resolve_mixed_precision
 from .report import write_report
 from .resume_settings import require_same_global_batch, require_same_settings
@@ -66,7 +68,8 @@ def train(config, argv):
         raise SPMLError(f"the train split has fewer images than one global batch ({global_batch})")
     scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch * config.train.epochs)
     method.to(accelerator.device)
-    run = Run(config, accelerator, model, method, optimizer, scheduler, Progress(global_batch=global_batch))
+    run = Run(config, accelerator, model, method, optimizer, scheduler, Progress(global_batch=global_batch),
+              StopOnSigterm(accelerator))
     checkpointed = (scheduler, method, run.progress)
     accelerator.register_for_checkpointing(*checkpointed)
 
@@ -93,7 +96,13 @@ def train(config, argv):
                    **method.export_settings()}
     preview = send_to_device(preview_batch(data, config.data, normalisation), accelerator.device)
     started = time.time()
-    last_epoch, skipped = fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview)
+    with run.stop:
+        last_epoch, skipped = fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview)
+    if run.stop.stopping:
+        accelerator.print(f"stopped by SIGTERM at step {run.progress.global_step}: checkpoint "
+                          f"{checkpoint_dir(output_dir, run.progress.global_step)}; continue with train.resume=auto")
+        accelerator.end_training()
+        sys.exit(PREEMPTED)
     if run.progress.best_epoch < 0:
         accelerator.print(f"stopped at step {run.progress.global_step} before the first evaluation; no test run")
     else:
