@@ -67,7 +67,7 @@ def leave_sigterm_to_the_main_process(worker_id):
     def end_on_sigterm_from_the_main_process():
         while signal.sigwaitinfo({signal.SIGTERM}).si_pid != main_process:
             pass
-        os._exit(128 + signal.SIGTERM)
+        os._exit(0)  # as torch's own worker handler does on its main process's SIGTERM: any other exit is a failure
 
     threading.Thread(target=end_on_sigterm_from_the_main_process, daemon=True).start()
 
