@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from ignore.config import load_config, scaled_lr
+from ignore.config import load_config, merged_overrides, scaled_lr
 from ignore.data.loading import build_loaders, load_spml_data
 from ignore.errors import exit_on_error
 from ignore.losses.registry import build_method
@@ -82,7 +82,7 @@ def wait_for_one(running):
 
 def model_config(model, overrides):
     config_file, model_overrides = MODELS[model]
-    return load_config(config_file, [*model_overrides, *overrides, "method.name=ignore"])
+    return load_config(config_file, merged_overrides(model_overrides, overrides, ["method.name=ignore"]))
 
 
 def parameter_counts(model_name, overrides, num_classes):

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .config import flatten, load_config
+from .config import flatten, load_config, merged_overrides
 from .errors import SPMLError, exit_on_error
 from .files import write_text_atomic
 from .train import setting_choices
@@ -68,7 +68,7 @@ def ensure_run(directory, overrides, processes, threads=None):
     """The run's metrics (a dict), training it first unless a finished run with these settings is there.
 
     threads: OMP_NUM_THREADS of each training process (None: inherited)."""
-    overrides = [*overrides, f"train.output_dir={directory}"]
+    overrides = merged_overrides(overrides, [f"train.output_dir={directory}"])
     # also checks every override before any training
     wanted = dataclasses.asdict(load_config(None, overrides, setting_choices()))
     saved_config = directory / "config.yaml"
@@ -79,7 +79,7 @@ def ensure_run(directory, overrides, processes, threads=None):
                             "use another --out or delete it")
     metrics = directory / "metrics.json"
     if not metrics.is_file():
-        command = [*launcher(processes), *overrides, "train.resume=auto"]
+        command = [*launcher(processes), *merged_overrides(overrides, ["train.resume=auto"])]
         print("$", " ".join(command), flush=True)
         directory.mkdir(parents=True, exist_ok=True)
         with open(directory / "train.log", "w") as log:
@@ -196,8 +196,8 @@ def compare(methods, seeds, out, overrides, processes=1):
         for entry in methods:
             label, method_overrides = parse_method(entry)
             runs = results.setdefault(label, {})
-            runs[seed] = ensure_run(run_dir(out, label, seed), [*overrides, *method_overrides, f"train.seed={seed}"],
-                                    processes)
+            runs[seed] = ensure_run(run_dir(out, label, seed),
+                                    merged_overrides(overrides, method_overrides, [f"train.seed={seed}"]), processes)
     rows = summarise(results, seeds)
     text = "\n".join([
         "# Comparison", "",

@@ -134,6 +134,8 @@ class TrainConfig:
     output_dir: str = setting("runs/demo", "the run folder: config, logs, checkpoints, export, metrics, report")
     resume: str = setting("", "'' = a fresh run, 'auto' = the newest intact checkpoint in output_dir, or a "
                               "checkpoint directory")
+    overwrite: bool = setting(False, "a fresh run into an output_dir that holds another run's checkpoints, export or "
+                                     "metrics.json deletes that run's outputs first (false: it stops)")
     checkpoint_every_steps: int = setting(0, "also checkpoint every N optimiser steps (0 = after each epoch only)")
     keep_checkpoints: int = setting(2, "newest checkpoints kept")
     mixed_precision: str = setting("auto", "auto: the launcher's --mixed_precision, else bf16 on a GPU, fp32 on a "
@@ -313,22 +315,62 @@ def load_config(config_file=None, overrides=(), choices=None):
     config, choices = Config(), choices or {}
     if config_file:
         path = config_path(config_file)
-        try:
-            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except UnicodeDecodeError as error:
-            raise SPMLError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start})") from None
-        except yaml.YAMLError as error:
-            raise SPMLError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-        if not isinstance(tree, dict):
-            raise SPMLError(f"{path}: expected a mapping of sections at the top")
-        for key, value in flatten(tree):
+        for key, value in flatten(read_settings_file(path)):
             _set(config, key, value, choices)
+    given = {}
     for override in overrides:
         key, equals, value = override.partition("=")
         if not equals:
             raise SPMLError(f"override '{override}' is not of the form key=value")
-        _set(config, key.strip(), value, choices)
+        key = key.strip()
+        if key in given:
+            raise SPMLError(f"'{key}' is given twice on the command line ({given[key]} and {override}): give it once")
+        given[key] = override
+        _set(config, key, value, choices)
     return config
+
+
+def read_settings_file(path):
+    """The YAML file's tree of sections; a section or key given twice stops (PyYAML would keep the last)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        duplicate = first_duplicate(yaml.compose(text, Loader=yaml.SafeLoader))
+        tree = yaml.safe_load(text) or {}
+    except UnicodeDecodeError as error:
+        raise SPMLError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start})") from None
+    except yaml.YAMLError as error:
+        raise SPMLError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if duplicate:
+        key, first_line, line = duplicate
+        raise SPMLError(f"{path}: '{key}' is given twice (lines {first_line} and {line}): give it once")
+    if not isinstance(tree, dict):
+        raise SPMLError(f"{path}: expected a mapping of sections at the top")
+    return tree
+
+
+def first_duplicate(node, prefix=""):
+    """(dotted key, its first line, its second line) of the first key given twice in a composed YAML node, or None."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    lines = {}
+    for key_node, value_node in node.value:
+        key, line = f"{prefix}{key_node.value}", key_node.start_mark.line + 1
+        if key in lines:
+            return key, lines[key], line
+        lines[key] = line
+        found = first_duplicate(value_node, f"{key}.")
+        if found:
+            return found
+    return None
+
+
+def merged_overrides(*groups):
+    """`key=value` overrides of several sources as one list, a later source's key replacing an earlier's:
+    a key may be given once only to load_config."""
+    merged = {}
+    for override in (item for group in groups for item in group):
+        merged[override.partition("=")[0].strip()] = override
+    return list(merged.values())
 
 
 def save_config(config, path):

@@ -14,7 +14,7 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from .files import write_json_atomic
+from .files import require_writable_file, write_json_atomic
 from .config import DataConfig
 from .data.loading import load_spml_data
 from .data.torch_dataset import SPMLImageDataset, collate_skipping
@@ -42,6 +42,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.batch_size < 1 or args.num_workers < 0:
         raise SPMLError(f"--batch-size must be >= 1 and --num-workers >= 0, got {args.batch_size}, {args.num_workers}")
+    if args.out:
+        require_writable_file(args.out, "--out")  # before the evaluation, whose results would be lost
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     model = load_export(args.model)
     data = load_spml_data(DataConfig(path=args.data, image_column=args.image_column, label_column=args.label_column),

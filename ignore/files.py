@@ -38,3 +38,15 @@ def make_output_dir(path):
         raise SPMLError(f"train.output_dir {path}: cannot create the directory ({error.strerror})") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise SPMLError(f"train.output_dir {path}: the directory is not writable")
+
+
+def require_writable_file(path, option):
+    """Stop with one line unless a file can be written (atomically) at `path`: before the work that makes it."""
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise SPMLError(f"{option} {path}: is a folder, not a file name")
+    if not folder.is_dir():
+        raise SPMLError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):  # the file is written beside it, then renamed
+        raise SPMLError(f"{option} {path}: the folder {folder} is not writable")

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .data.images import open_rgb
 from .errors import SPMLError, exit_on_error
-from .files import write_text_atomic
+from .files import require_writable_file, write_text_atomic
 from .inference import load_export, preprocessing
 
 IMAGE_EXTENSIONS = frozenset(extension.lower() for extension in Image.registered_extensions())
@@ -84,6 +84,8 @@ def parse_args(argv):
         raise SPMLError("no images given: name image files or folders after --model")
     if args.out and Path(args.out).suffix not in (".csv", ".jsonl"):
         raise SPMLError(f"--out {args.out}: the file name must end in .csv or .jsonl")
+    if args.out:
+        require_writable_file(args.out, "--out")
     for name, value, low in (("--batch-size", args.batch_size, 1), ("--top-k", args.top_k, 0),
                              ("--num-workers", args.num_workers, 0)):
         if value < low:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ignore.config import (RANGES, RECIPES, Config, OptimConfig, flatten, load_config, recipes, save_config, scaled_lr,
-                           valid_keys)
+from ignore.config import (RANGES, RECIPES, Config, OptimConfig, flatten, load_config, merged_overrides, recipes,
+                           save_config, scaled_lr, valid_keys)
 from ignore.errors import SPMLError
-from ignore.train import setting_choices
+from ignore.train import main, setting_choices
 from ignore.training.registry import TRACKERS
 
 
@@ -137,6 +137,28 @@ def test_range_in_yaml_names_the_key(tmp_path):
 def test_override_without_equals():
     with pytest.raises(SPMLError, match="override 'train.epochs' is not of the form key=value"):
         load_config(overrides=["train.epochs"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train:\n  epochs: 2\nmethod:\n  warm_up: 1\ntrain:\n  batch_size: 4\n", "'train' is given twice (lines 1 and 5)"),
+    ("train:\n  epochs: 2\n  batch_size: 4\n  epochs: 3\n", "'train.epochs' is given twice (lines 2 and 4)"),
+])
+def test_a_section_or_key_twice_in_the_yaml_file_names_it(tmp_path, text, message):
+    path = write(tmp_path, text)
+    assert yaml.safe_load(text)["train"]  # PyYAML alone keeps the last one without a word
+    with pytest.raises(SPMLError) as error:
+        load_config(path)
+    assert str(error.value) == f"{path}: {message}: give it once"
+
+
+def test_a_key_twice_on_the_command_line_names_it(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["train.epochs=2", "method.warm_up=1", " train.epochs=3", "train.output_dir=/nonexistent/never"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == ("error: 'train.epochs' is given twice on the command line (train.epochs=2 and "
+                                       " train.epochs=3): give it once\n")
+    assert merged_overrides(["train.epochs=2", "method.warm_up=1"], ["train.epochs=3"]) == ["train.epochs=3",
+                                                                                             "method.warm_up=1"]
 
 
 def test_missing_config_file_names_it(tmp_path):

@@ -1,6 +1,7 @@
 """The export: the Hub mixin's layout, torchvision's names, older exports, the card, the upload."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,37 @@ def test_the_card_names_the_metrics_and_the_upload_sends_exactly_the_export(tmp_
     assert uploaded["files"] == {path.name: path.read_bytes() for path in (tmp_path / "export").iterdir()}
     assert "uploaded" in capsys.readouterr().out
     assert issubclass(SPMLClassifier, PyTorchModelHubMixin)
+
+
+def test_an_export_is_swapped_with_one_whole_export_there_at_every_moment(tmp_path, monkeypatch):
+    target, aside = tmp_path / "export", tmp_path / "export.replaced"
+    write_export(target, trained("small_cnn"), info_for("small_cnn", epoch=1))
+    renames, real_replace = [], os.replace
+
+    def replace_and_look(source, destination):
+        whole = [folder.name for folder in (target, aside) if (folder / "model.safetensors").is_file()]
+        assert whole, f"no whole export before renaming {source} to {destination}"
+        renames.append((Path(source).name, Path(destination).name))
+        real_replace(source, destination)
+
+    monkeypatch.setattr("ignore.models.export.os.replace", replace_and_look)
+    write_export(target, CAMClassifier("small_cnn", 3), info_for("small_cnn", epoch=2))
+    assert renames == [("export", "export.replaced"), ("export.partial", "export")]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["export"]
+    assert load_export(target).export_info["epoch"] == 2
+
+
+def test_a_swap_killed_half_way_is_settled_at_the_next_load_or_write(tmp_path):
+    target, aside = tmp_path / "export", tmp_path / "export.replaced"
+    network = trained("small_cnn")
+    write_export(target, network, info_for("small_cnn", epoch=1))
+    os.replace(target, aside)  # killed between the two renames: only the old export, aside
+    model = load_export(target)
+    assert model.export_info["epoch"] == 1 and not aside.exists()
+    images = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(model(images)["logits"], network(images)["logits"], atol=1e-6)
+
+    shutil.copytree(target, aside)  # killed after the second rename: an old export left aside of the new one
+    write_export(target, network, info_for("small_cnn", epoch=3))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["export"]
+    assert load_export(target).export_info["epoch"] == 3

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from ignore.config import merged_overrides
 from ignore.training.checkpoint import resolve_resume
 from ignore.data.format import load_dataset
 from ignore.errors import SPMLError
@@ -23,9 +24,10 @@ PYTHON = sys.executable
 
 
 def tiny_run_overrides(dataset, output_dir, *extra):
-    return [f"data.path={dataset}", "data.image_size=32", "data.num_workers=0", "train.batch_size=8",
-            "train.epochs=2", "method.warm_up=1", "method.strong_view=true", "train.log_every=1",
-            f"train.output_dir={output_dir}", *extra]
+    """The tiny run's settings; a key in `extra` replaces the tiny run's own (the command line takes a key once)."""
+    return merged_overrides([f"data.path={dataset}", "data.image_size=32", "data.num_workers=0", "train.batch_size=8",
+                             "train.epochs=2", "method.warm_up=1", "method.strong_view=true", "train.log_every=1",
+                             f"train.output_dir={output_dir}"], extra)
 
 
 def run_train(*args, launcher=(PYTHON, "train.py"), **extra_environment):

@@ -2,6 +2,7 @@
 import csv
 import importlib.util
 import json
+import os
 import shutil
 
 import numpy as np
@@ -84,6 +85,32 @@ def test_predict_with_nothing_readable_exits_2(finished_run, tmp_path, capsys, m
         predict_main(["--model", str(finished_run / "export"), *map(str, make_inputs(tmp_path)), "--num-workers", "0"])
     assert stop.value.code == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+@pytest.mark.parametrize("where, reason", [("missing/out.{}", "the folder {folder} does not exist"),
+                                           ("read_only/out.{}", "the folder {folder} is not writable"),
+                                           ("a_folder.{}", "is a folder, not a file name")])
+def test_an_unwritable_out_stops_before_any_inference(command, where, reason, tmp_path, monkeypatch, capsys):
+    (tmp_path / "read_only").mkdir(mode=0o555)
+    out = tmp_path / where.format("csv" if command == "predict" else "json")
+    if out.name.startswith("a_folder"):
+        out.mkdir()
+    if "read_only" in where and os.geteuid() == 0:
+        pytest.skip("root writes into a read-only folder")
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    main = {"predict": predict_main, "evaluate": evaluate_main}[command]
+
+    def no_inference(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(f"ignore.{command}.load_export", no_inference)
+    with pytest.raises(SystemExit) as stopped:
+        main(["--model", str(tmp_path / "export"), *([str(tmp_path / "a.png")] if command == "predict" else []),
+              "--out", str(out)])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: --out {out}: {reason.format(folder=out.parent)}")
 
 
 def test_evaluate_equals_the_runs_test_metrics(finished_run, tiny_dataset, tmp_path, capsys):

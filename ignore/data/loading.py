@@ -1,4 +1,7 @@
 """From the data config to the three DataLoaders the trainer prepares."""
+import os
+import signal
+import threading
 from pathlib import Path
 
 import torch
@@ -39,8 +42,8 @@ def build_loaders(data, data_config, method_views, batch_size, seed, normalisati
         train_views["strong"] = strong_view(size, normalisation)
     train_split = training_rows(data, data_config)
     workers = data_config.num_workers
-    common = dict(num_workers=workers, pin_memory=torch.cuda.is_available(),
-                  persistent_workers=workers > 0, collate_fn=collate_skipping)
+    common = dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                  collate_fn=collate_skipping, worker_init_fn=leave_sigterm_to_the_main_process)
     train_set = SPMLImageDataset(train_split, data.image_root, train_views, data_config.bad_images, seed)
     # drop_last: a batch of one image would break BatchNorm's batch statistics
     train_loader = DataLoader(train_set, batch_size=batch_size, sampler=EpochShuffleSampler(len(train_set), seed),
@@ -51,6 +54,22 @@ def build_loaders(data, data_config, method_views, batch_size, seed, normalisati
         for name in ("val", "test")
     ]
     return train_loader, *eval_loaders
+
+
+def leave_sigterm_to_the_main_process(worker_id):
+    """A scheduler sends SIGTERM to every process of the job; a worker it ended would stop the run with an
+    error before the main process checkpoints (training/preemption.py). So a worker ends on a SIGTERM from its
+    own main process only (multiprocessing's, as that process exits): a handler cannot see the sender, a
+    thread waiting for the blocked signal can."""
+    main_process = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # this thread and the ones it starts
+
+    def end_on_sigterm_from_the_main_process():
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != main_process:
+            pass
+        os._exit(0)  # as torch's own worker handler does on its main process's SIGTERM: any other exit is a failure
+
+    threading.Thread(target=end_on_sigterm_from_the_main_process, daemon=True).start()
 
 
 def preview_batch(data, data_config, normalisation, count=8):

@@ -125,6 +125,7 @@ def load_exactly(network, state, where):
 def load_export(where, device="cpu"):
     """An SPMLClassifier from an export folder or a Hub repository (USER/NAME); one clear line otherwise."""
     path = Path(where)
+    settle_export(path)
     if not path.exists() and not HUB_REPO.fullmatch(str(where)):
         raise SPMLError(f"{where}: export directory not found")
     if path.is_dir() and not (path / CONFIG).is_file():
@@ -137,14 +138,43 @@ def load_export(where, device="cpu"):
         raise SPMLError(f"{where}: {CONFIG} is not an export's ({type(error).__name__}: {error})") from None
 
 
+def partial_of(target):
+    """Where an export is written before it is renamed to `target`."""
+    return target.with_name(target.name + ".partial")
+
+
+def aside_of(target):
+    """Where the export being replaced waits while the new one is renamed in."""
+    return target.with_name(target.name + ".replaced")
+
+
 def write_export(target, network, info):
-    """`network` and `info` as an export folder at `target`, written whole under a temporary name and renamed."""
+    """`network` and `info` as an export folder at `target`, written whole under a temporary name and renamed.
+
+    A folder cannot be renamed over another, so the old export is renamed aside first, then the new one in,
+    then the old one deleted: at every moment one whole export is at `target` or aside (settle_export).
+    """
     target = Path(target)
-    partial = target.with_name(target.name + ".partial")
+    partial, aside = partial_of(target), aside_of(target)
+    settle_export(target)
     shutil.rmtree(partial, ignore_errors=True)
     SPMLClassifier.wrapping(network, {**info, "export_version": EXPORT_VERSION}).save_pretrained(partial)
-    shutil.rmtree(target, ignore_errors=True)
+    if target.exists():
+        os.replace(target, aside)
     os.replace(partial, target)
+    if aside.exists():
+        shutil.rmtree(aside)
+
+
+def settle_export(target):
+    """Finish a swap that a killed run left half done: the old export aside and none at `target` (killed
+    between the two renames) goes back; an old export aside of a new one (killed before deleting it) goes."""
+    target, aside = Path(target), aside_of(Path(target))
+    if aside.is_dir():
+        if target.exists():
+            shutil.rmtree(aside)
+        else:
+            os.replace(aside, target)
 
 
 def add_test_metrics(export_dir, metrics):

@@ -9,8 +9,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from ..config import save_config
 from ..errors import SPMLError
 from ..models.export import write_export
+from .resume_settings import CHECKPOINT_CONFIG
 
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
@@ -25,6 +27,7 @@ class Progress:
     global_step: int = 0
     best_val_map: float = -1.0
     best_epoch: int = -1
+    global_batch: int = 0  # images an optimiser step: a resumed run must keep it
     history: list = field(default_factory=list)  # one record per finished epoch: metrics.json's "epochs"
 
     def state_dict(self):
@@ -36,15 +39,15 @@ class Progress:
 
 
 def save_checkpoint(run):
-    """save_state into a temporary folder, renamed when complete; keep the newest `keep`.
+    """save_state and the config into a temporary folder, renamed when complete; keep the newest `keep`.
 
     Non-finite weights stop the run before anything is written or pruned: the newest
     checkpoint on disk is always one that resumes.
     """
     accelerator, config, progress = run.accelerator, run.config.train, run.progress
     require_finite(run, f"at step {progress.global_step}, not checkpointed")
-    root = Path(config.output_dir) / CHECKPOINTS
-    final = root / f"step-{progress.global_step:09d}"
+    final = checkpoint_dir(config.output_dir, progress.global_step)
+    root = final.parent
     partial = root / (final.name + ".partial")
     if accelerator.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)
@@ -52,12 +55,17 @@ def save_checkpoint(run):
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        save_config(run.config, partial / CHECKPOINT_CONFIG)  # what a resume compares its own settings with
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
         for old in sorted(root.glob("step-?????????"))[:-config.keep_checkpoints]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def checkpoint_dir(output_dir, step):
+    return Path(output_dir) / CHECKPOINTS / f"step-{step:09d}"
 
 
 def network(accelerator, model):
@@ -119,6 +127,8 @@ def checkpoint_damage(path, custom_objects=0):
         if not (path / required).is_file():
             return f"{required} is missing"
     for file in sorted(path.iterdir()):
+        if file.name == CHECKPOINT_CONFIG:
+            continue  # not Accelerate's: read by resume_settings
         try:
             if file.suffix == ".safetensors":
                 load_file(str(file))

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from ..errors import SPMLError
 from ..files import write_json_atomic
 from ..metrics import multilabel_metrics, results_table
-from ..models.export import add_test_metrics
+from ..models.export import add_test_metrics, settle_export
 from .checkpoint import EXPORT, export_model, network, require_finite, save_checkpoint
 from .fn_scores import FNScoreCollector, histogram
 from .tracking import fn_score_line, log_histograms, log_pictures
@@ -31,6 +31,7 @@ class Run:
     optimizer: object
     scheduler: object
     progress: object
+    stop: object  # preemption.StopOnSigterm
 
 
 @dataclass
@@ -102,6 +103,8 @@ def train_one_epoch(run, epoch, loader, progress_bar):
             save_checkpoint(run)
         if config.max_steps and step >= config.max_steps:
             break
+        if run.stop.agreed():  # SIGTERM: fit checkpoints this step
+            break
     if meter.steps:
         log_interval(run, meter, run.progress.global_step)
     epoch_summary = epoch_meter.summary(accelerator, method.ratios) if epoch_meter.steps else {}
@@ -153,7 +156,7 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
     skipped = 0
     with tqdm(total=steps_per_epoch * config.epochs, initial=progress.global_step,
               disable=not accelerator.is_main_process, desc="train") as bar:  # closed before any error line
-        while progress.epoch < config.epochs and not reached_max_steps(run):
+        while progress.epoch < config.epochs and not reached_max_steps(run) and not run.stop.stopping:
             epoch = progress.epoch
             train_loader.set_epoch(epoch)
             batches_done = progress.step_in_epoch * accelerator.gradient_accumulation_steps
@@ -161,7 +164,7 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
             last_epoch, skipped = result.train, skipped + result.skipped
             accelerator.log({f"epoch/{name}": value for name, value in last_epoch.items()}, step=progress.global_step)
             if progress.step_in_epoch < steps_per_epoch:
-                break  # stopped by train.max_steps inside the epoch: no evaluation
+                break  # stopped by train.max_steps or SIGTERM inside the epoch: no evaluation
             val_metrics, _ = evaluate(run.model, val_loader, accelerator, run.method.eval_logits)
             calibration = run.method.calibrate(run.model, val_loader)  # what the next epochs apply
             val_logs = {"val/mAP": val_metrics["mAP"], **{f"val/{name}": value for name, value in calibration.items()}}
@@ -191,6 +194,8 @@ def reached_max_steps(run):
 def test(run, test_loader, class_names, skipped, seconds, last_epoch):
     """The best epoch's weights on the test split: metrics.json, test scores, a printed line."""
     accelerator, output_dir = run.accelerator, Path(run.config.train.output_dir)
+    if accelerator.is_main_process:
+        settle_export(output_dir / EXPORT)  # a run killed while swapping exports, resumed after its best epoch
     accelerator.wait_for_everyone()
     network(accelerator, run.model).load_state_dict(load_file(str(output_dir / EXPORT / "model.safetensors")))
     test_metrics, test_scores = evaluate(run.model, test_loader, accelerator, run.method.eval_logits)

@@ -17,6 +17,7 @@ from ..files import write_text_atomic  # noqa: E402
 from .tracking import read_scalars  # noqa: E402
 
 FIGURES = "report"
+REPORT = "report.md"
 DPI = 100
 BAR_COLOUR = "#1f77b4"
 # The per-class bar chart's axes, as fractions of the figure: fixed, so that a bar's height in
@@ -69,7 +70,7 @@ def write_report(run_dir, class_names, pictures):
         lines += ["", f"## {tag}", "", "The method's picture of the first validation images with the best weights "
                   "(IGNORE: each row the image, the CAM of its observed positive over it, the masked image).", "",
                   f"![{tag}]({FIGURES}/{name}.png)"]
-    write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
+    write_text_atomic(run_dir / REPORT, "\n".join(lines) + "\n")
 
 
 def chart(run_dir, name, ylabel, series, lower=None):

@@ -2,6 +2,7 @@
 import dataclasses
 import math
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -17,12 +18,15 @@ from ..files import make_output_dir
 from ..losses.registry import build_method
 from ..models.build import build_model, model_settings
 from ..models.sync_batchnorm import synchronise_batchnorm
-from .checkpoint import Progress, network, require_same_weights, resolve_resume
+from .checkpoint import Progress, checkpoint_dir, network, require_same_weights, resolve_resume
 from .cpu_threads import use_all_cores_if_launcher_chose_one
 from .loop import Run, fit, test
 from .optim import build_optimizer, build_scheduler
+from .preemption import PREEMPTED, StopOnSigterm
 from .precision import resolve_mixed_precision
 from .report import write_report
+from .resume_settings import require_same_global_batch, require_same_settings
+from .run_folder import clear_previous_run, require_own_folder
 from .tracking import SCALARS, trackers
 
 
@@ -32,10 +36,14 @@ def train(config, argv):
     argv: the command line, for the model card."""
     output_dir = Path(config.train.output_dir)
     log_with = trackers(config.train.tracker, output_dir)  # a tracker whose package is missing stops before any folder
+    require_own_folder(config.train)
     make_output_dir(output_dir)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=log_with,
                               mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
                               project_dir=str(output_dir), step_scheduler_with_optimizer=False)
+    if config.train.overwrite and accelerator.is_main_process:
+        clear_previous_run(output_dir)
+    accelerator.wait_for_everyone()  # the other ranks go on once the old run is gone
     use_all_cores_if_launcher_chose_one(accelerator)
     set_seed(config.train.seed)
     data = load_spml_data(config.data, accelerator)
@@ -60,14 +68,17 @@ def train(config, argv):
         raise SPMLError(f"the train split has fewer images than one global batch ({global_batch})")
     scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch * config.train.epochs)
     method.to(accelerator.device)
-    run = Run(config, accelerator, model, method, optimizer, scheduler, Progress())
+    run = Run(config, accelerator, model, method, optimizer, scheduler, Progress(global_batch=global_batch),
+              StopOnSigterm(accelerator))
     checkpointed = (scheduler, method, run.progress)
     accelerator.register_for_checkpointing(*checkpointed)
 
     resume_from = resolve_resume(config.train.resume, output_dir, accelerator.print, len(checkpointed))
     if resume_from is not None:
+        require_same_settings(resume_from, config)
         require_same_weights(resume_from, network(accelerator, model))
         accelerator.load_state(str(resume_from))
+        require_same_global_batch(resume_from, run.progress.global_batch, global_batch)
         accelerator.print(f"resumed from {resume_from}: epoch {run.progress.epoch}, step {run.progress.global_step}")
     if accelerator.is_main_process:
         save_config(config, output_dir / "config.yaml")
@@ -85,7 +96,13 @@ def train(config, argv):
                    **method.export_settings()}
     preview = send_to_device(preview_batch(data, config.data, normalisation), accelerator.device)
     started = time.time()
-    last_epoch, skipped = fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview)
+    with run.stop:
+        last_epoch, skipped = fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview)
+    if run.stop.stopping:
+        accelerator.print(f"stopped by SIGTERM at step {run.progress.global_step}: checkpoint "
+                          f"{checkpoint_dir(output_dir, run.progress.global_step)}; continue with train.resume=auto")
+        accelerator.end_training()
+        sys.exit(PREEMPTED)
     if run.progress.best_epoch < 0:
         accelerator.print(f"stopped at step {run.progress.global_step} before the first evaluation; no test run")
     else:
