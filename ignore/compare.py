@@ -49,9 +49,10 @@ def run_dir(out, label, seed):
 
 
 def differences(saved, wanted):
-    """Keys whose values differ between two configs (dicts of sections), as 'key: a -> b'."""
+    """Keys whose values differ between two configs (dicts of sections), as 'key: a -> b'. A key the saved
+    run does not record is a setting added since it was trained, as a resume reads it: not a difference."""
     saved, wanted = dict(flatten(saved)), dict(flatten(wanted))
-    keys = sorted((saved.keys() | wanted.keys()) - IGNORED_KEYS)
+    keys = sorted(saved.keys() - IGNORED_KEYS)
     return [f"{key}: {saved.get(key)!r} -> {wanted.get(key)!r}" for key in keys if saved.get(key) != wanted.get(key)]
 
 

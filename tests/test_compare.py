@@ -34,6 +34,8 @@ def test_differences_name_the_changed_keys_and_ignore_resume():
     wanted = {"train": {"epochs": 3, "resume": ""}, "method": {"name": "an"}}
     assert differences(saved, wanted) == ["train.epochs: 2 -> 3"]
     assert differences(saved, {**wanted, "train": {"epochs": 2, "resume": ""}}) == []
+    # a setting added since the saved run was trained (absent from its config) is no difference
+    assert differences(saved, {**wanted, "train": {"epochs": 2, "overwrite": False}}) == []
 
 
 @pytest.mark.parametrize("entry, label, overrides", [
