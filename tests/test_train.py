@@ -287,12 +287,22 @@ def test_unusable_output_dir_stops_before_training(tiny_dataset, tmp_path, where
     assert "train images" not in result.stdout  # stopped before the data was read
 
 
-def test_non_finite_loss_stops_the_run_with_the_step_and_the_parts(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("lr, message", [
     # Adam's first step moves every weight by ~lr: finite, but the second forward overflows
-    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "nan", "optim.lr=1e30"))
+    ("1e30", "error: non-finite loss at step 2..2 (interval means: "),
+    # finite all along, but orders of magnitude above the start: it used to train on and exit 0
+    ("1e6", "error: the loss diverged: its mean over steps 2..2 is "),
+])
+def test_a_non_finite_or_diverged_loss_stops_the_run_with_the_step(tiny_dataset, tmp_path, lr, message):
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "run", f"optim.lr={lr}"))
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: non-finite loss at step 2..2") and "loss_spbc=" in last
+    assert last.startswith(message), last
+    assert "Traceback" not in result.stderr
+    if lr == "1e30":
+        assert "loss_spbc=" in last
+    else:
+        assert "times the first step's" in last and not (tmp_path / "run" / "export").exists()
 
 
 def test_unreadable_training_image_stops_the_run_or_is_skipped_and_counted(tiny_dataset, tmp_path):

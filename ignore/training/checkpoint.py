@@ -28,6 +28,7 @@ class Progress:
     best_val_map: float = -1.0
     best_epoch: int = -1
     global_batch: int = 0  # images an optimiser step: a resumed run must keep it
+    first_loss: float = None  # the first step's loss (mean of the processes): the divergence guard's reference
     history: list = field(default_factory=list)  # one record per finished epoch: metrics.json's "epochs"
 
     def state_dict(self):

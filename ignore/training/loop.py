@@ -20,6 +20,9 @@ from .fn_scores import FNScoreCollector, histogram
 from .tracking import fn_score_line, log_histograms, log_pictures
 
 
+DIVERGENCE = 1000.0  # a loss this many times its start (a trained loss falls) is a run that diverged
+
+
 @dataclass
 class Run:
     """What the loop needs, wired by training/run.py."""
@@ -84,6 +87,8 @@ def train_one_epoch(run, epoch, loader, progress_bar):
             optimizer.zero_grad(set_to_none=True)
         meter.add(output)
         epoch_meter.add(output)
+        if run.progress.first_loss is None:  # once: one synchronisation in the whole run
+            run.progress.first_loss = accelerator.reduce(output.loss.detach().float(), reduction="mean").item()
         if output.fn_scores is not None:
             fn_scores.add(output.fn_scores)
         if len(batch["skipped"]):  # a shape, not a value: no synchronisation unless something was skipped
@@ -113,14 +118,19 @@ def train_one_epoch(run, epoch, loader, progress_bar):
 
 
 def log_interval(run, meter, step):
-    """Log the interval's means; stop the run if a loss part, a weight or a statistic is not finite."""
+    """Log the interval's means; stop the run if a loss part, a weight or a statistic is not finite, or if
+    the loss diverged: its interval mean above DIVERGENCE times the first step's loss (or than 1, if larger)."""
     logs = meter.summary(run.accelerator, run.method.ratios)
+    first = step - meter.steps + 1
     bad = {name: value for name, value in logs.items() if not math.isfinite(value)}
     if bad:
-        first = step - meter.steps + 1
         parts = ", ".join(f"{name}={value:.4g}" for name, value in logs.items() if name in meter.parts)
         raise SPMLError(f"non-finite loss at step {first}..{step} (interval means: {parts})")
     require_finite(run, f"at step {step}")  # a huge step can leave the loss finite but a statistic inf
+    if abs(logs["loss"]) > DIVERGENCE * max(abs(run.progress.first_loss), 1.0):
+        raise SPMLError(f"the loss diverged: its mean over steps {first}..{step} is {logs['loss']:.3g}, over "
+                        f"{DIVERGENCE:g} times the first step's {run.progress.first_loss:.3g} (or 1); lower optim.lr "
+                        "(the checkpoints written before stay)")
     logs = {f"train/{name}": value for name, value in logs.items()}
     for index, group in enumerate(run.optimizer.param_groups):
         logs[f"lr/group{index}"] = group["lr"]
