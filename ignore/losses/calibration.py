@@ -56,9 +56,10 @@ class RejectionCalibration(nn.Module):
         bias, drop_weight, logit_weight = self.coefficients
         return bias + drop_weight * drop + logit_weight * logit
 
-    def suspects(self, drop, logit):
-        """(B, C) bool: likely enough to be false negatives; none before the first fit (no host sync)."""
-        return (self.log_odds(drop, logit) > self.boundary) & self.fitted
+    def suspects(self, log_odds):
+        """(B, C) bool from `log_odds`: likely enough to be false negatives; none before the first fit
+        (no host sync)."""
+        return (log_odds > self.boundary) & self.fitted
 
     @torch.no_grad()
     def fit(self, drop, logit, is_false_negative):

@@ -88,8 +88,11 @@ class Ignore(Method):
 
         above_average = weak_logits.detach() > self.thresholds.average()  # LAT
         unannotated = ~positive  # only unannotated labels can be false negatives
+        scores = {"gap": rule_gap, "gap_lat": torch.where(above_average, rule_gap, float("-inf")),
+                  "absolute_gap": gap, "drop": drop, "logit": weak_logits.detach()}
         if config.rule == "calibrated":
-            suspect = self.calibration.suspects(drop, weak_logits.detach()) & unannotated
+            scores["calibrated"] = self.calibration.log_odds(drop, weak_logits.detach())
+            suspect = self.calibration.suspects(scores["calibrated"]) & unannotated
         else:
             suspect = (rule_gap > self.thresholds.gap()) & unannotated
             if config.lat:
@@ -111,13 +114,11 @@ class Ignore(Method):
         counts = {**fn_counts(suspect, batch), "rejected": reject.sum(),
                   "rejected_true_fn": (reject & true_fn).sum(),
                   "entries": torch.tensor(reject.numel(), device=reject.device)}
-        # Scores of the unannotated labels as false negatives: the rule's gap (method.gap) alone
-        # and gated by LAT (labels below their class average rank last), both gap definitions,
-        # and the weak logit itself for comparison (does the gap know more than the logit?).
-        fn_scores = {"scores": {"gap": rule_gap, "gap_lat": torch.where(above_average, rule_gap, float("-inf")),
-                                "absolute_gap": gap, "drop": drop, "logit": weak_logits.detach(),
-                                "calibrated": self.calibration.log_odds(drop, weak_logits.detach())},
-                     "candidates": unannotated, "targets": true_fn}
+        # Scores of the unannotated labels as false negatives (`scores` above): the rule's gap
+        # (method.gap) alone and gated by LAT (labels below their class average rank last), both gap
+        # definitions, the weak logit itself for comparison (does the gap know more than the logit?),
+        # and under rule=calibrated the fitted log-odds.
+        fn_scores = {"scores": scores, "candidates": unannotated, "targets": true_fn}
         return StepOutput(loss, weak_logits, parts, counts, fn_scores)
 
     def masked_pass(self, model, images, cam, positive):
