@@ -54,7 +54,7 @@ def main(argv=None):
     dataset = SPMLImageDataset(data.splits[args.split], data.image_root, {"image": preprocessing(model)})
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_skipping)
     loader = accelerator.prepare(loader)  # each process a shard; the model needs no DDP wrapper to infer
-    metrics, _ = evaluate(model.to(accelerator.device), loader, accelerator)
+    metrics, _ = evaluate(model.to(accelerator.device), loader, accelerator, split=args.split)
     summary = {"model": str(args.model), "data": args.data or "demo", "split": args.split, "images": len(dataset),
                **metrics}
     if accelerator.is_main_process and args.out:

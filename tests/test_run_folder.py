@@ -13,7 +13,7 @@ from ignore.config import load_config, save_config
 from ignore.errors import SPMLError
 from ignore.train import main
 from ignore.training.resume_settings import require_same_settings
-from test_train import PYTHON, REPO, run_train, tiny_run_overrides
+from test_train import PYTHON, REPO, logged_lines, run_train, tiny_run_overrides
 
 # 32 train images / batch 8 = 4 steps: one epoch, its checkpoint, the export, metrics.json and the report
 FINISHED = ("train.epochs=1", "optim.scheduler=onecycle")
@@ -55,7 +55,9 @@ def test_overwrite_replaces_the_previous_runs_outputs(finished_run, tiny_dataset
                                            "train.keep_checkpoints=1", "train.tracker=none"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert [path.name for path in (run_dir / "checkpoints").iterdir()] == ["step-000000001"]
-    assert sorted(path.name for path in run_dir.iterdir()) == ["checkpoints", "config.yaml", "scalars.jsonl"]
+    assert sorted(path.name for path in run_dir.iterdir()) == ["checkpoints", "config.yaml", "scalars.jsonl",
+                                                               "train.log"]
+    assert logged_lines(run_dir) == result.stdout.splitlines()  # the old run's lines are gone
     steps = {json.loads(line)["step"] for line in (run_dir / "scalars.jsonl").read_text().splitlines()}
     assert steps == {1}
 

@@ -1,6 +1,7 @@
 """The trainer end to end, in real processes: a run, its export, resume, bad input."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,23 @@ def test_run_writes_metrics_and_an_export_that_reproduces_the_test_scores(tiny_d
     probabilities = predict_probabilities(model, images).numpy()
     np.testing.assert_allclose(probabilities, np.load(run / "test_scores.npy"), atol=1e-5)
 
+    # the console (not a terminal here: no progress bars) is whole lines, the same as train.log's after their time
+    console = result.stdout.splitlines()
+    assert "\r" not in result.stdout and "it/s" not in result.stdout + result.stderr
+    assert console[0] == "32 train images, 4 classes, method ignore, 1 process(es), global batch 8, lr 0.0005"
+    epoch_lines = [line for line in console if line.startswith("epoch ")]
+    assert [line.split(", gap AUROC")[0] for line in epoch_lines] == [
+        f"epoch {epoch['epoch']}: val mAP {epoch['val_mAP']:.2f}" for epoch in metrics["epochs"]]
+    assert console[-1].startswith(f"test (best epoch {metrics['best_epoch']}): mAP {metrics['test']['mAP']:.2f}")
+    assert logged_lines(run) == console
+
+
+def logged_lines(run_dir):
+    """train.log's lines without their time (the lines of a table after its first have none)."""
+    lines = (run_dir / "train.log").read_text().splitlines()
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in lines if not line.startswith(" "))
+    return [line if line.startswith(" ") else line[20:] for line in lines]
+
 
 def final_state(run_dir):
     checkpoint = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
@@ -99,6 +117,9 @@ def test_resume_mid_epoch_and_worker_count_give_the_same_weights_and_thresholds(
     resumed = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "broken", "train.resume=auto"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
+    # the resumed run's lines go after the broken run's in train.log
+    assert logged_lines(tmp_path / "broken") == broken.stdout.splitlines() + resumed.stdout.splitlines()
+    assert broken.stdout.splitlines()[-1] == "stopped at step 3 before the first evaluation; no test run"
 
     straight = final_state(straight_run)
     assert straight[0] == "step-000000008"
@@ -224,6 +245,8 @@ def test_two_process_launch_keeps_thresholds_identical_on_every_rank(tiny_datase
     assert [epoch["calibration"]["calibration_entries"] for epoch in metrics["epochs"]] == [24, 24]
     # the false-negative score diagnostics cover both ranks' entries
     assert sum(metrics["epochs"][-1]["histograms"]["gap"]["true_fn"]) == metrics["last_epoch_train"]["false_negatives"]
+    # the main process alone says each line, once, and writes train.log
+    assert result.stdout.count("epoch 0: val mAP") == 1 and logged_lines(tmp_path / "ddp") == result.stdout.splitlines()
 
 
 def test_pretrained_mobilenet_run_exports_a_model_that_reproduces_its_scores(tiny_dataset, tmp_path):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from .console import say
+
 THREADS_OPTION = "--num_cpu_threads_per_process"
 
 
@@ -27,8 +29,8 @@ def use_all_cores_if_launcher_chose_one(accelerator):
         return
     if launcher_chose_one_thread(os.environ, parent_environ, parent_argv):
         torch.set_num_threads(len(os.sched_getaffinity(0)))
-        accelerator.print(f"{torch.get_num_threads()} CPU threads (accelerate launch had set OMP_NUM_THREADS=1 "
-                          f"itself; set OMP_NUM_THREADS or {THREADS_OPTION} to choose)")
+        say(f"{torch.get_num_threads()} CPU threads (accelerate launch had set OMP_NUM_THREADS=1 "
+            f"itself; set OMP_NUM_THREADS or {THREADS_OPTION} to choose)")
 
 
 def launcher_chose_one_thread(environ, parent_environ, parent_argv):

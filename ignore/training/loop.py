@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from tqdm.auto import tqdm
 
 from ..errors import SPMLError
 from ..files import write_json_atomic
 from ..metrics import multilabel_metrics, results_table
 from ..models.export import add_test_metrics, settle_export
 from .checkpoint import EXPORT, export_model, network, require_finite, save_checkpoint
+from .console import progress_bar, say
 from .fn_scores import FNScoreCollector, histogram
 from .tracking import fn_score_line, log_histograms, log_pictures
 
@@ -93,7 +93,7 @@ def train_one_epoch(run, epoch, loader, progress_bar):
             fn_scores.add(output.fn_scores)
         if len(batch["skipped"]):  # a shape, not a value: no synchronisation unless something was skipped
             skipped += len(batch["skipped"])
-            accelerator.print(f"skipped unreadable images: train rows {batch['skipped'].tolist()}")
+            say(f"skipped unreadable images: train rows {batch['skipped'].tolist()}")
         if not accelerator.sync_gradients:
             continue
         scheduler.step()
@@ -102,7 +102,7 @@ def train_one_epoch(run, epoch, loader, progress_bar):
         progress_bar.update(1)
         step = run.progress.global_step
         if step % config.log_every == 0:
-            log_interval(run, meter, step)
+            log_interval(run, meter, step, progress_bar)
             meter = Meter()
         if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
             save_checkpoint(run)
@@ -111,15 +111,16 @@ def train_one_epoch(run, epoch, loader, progress_bar):
         if run.stop.agreed():  # SIGTERM: fit checkpoints this step
             break
     if meter.steps:
-        log_interval(run, meter, run.progress.global_step)
+        log_interval(run, meter, run.progress.global_step, progress_bar)
     epoch_summary = epoch_meter.summary(accelerator, method.ratios) if epoch_meter.steps else {}
     aurocs, groups = fn_scores.summary(accelerator)
     return EpochResult({**epoch_summary, **aurocs}, skipped, groups)
 
 
-def log_interval(run, meter, step):
-    """Log the interval's means; stop the run if a loss part, a weight or a statistic is not finite, or if
-    the loss diverged: its interval mean above DIVERGENCE times the first step's loss (or than 1, if larger)."""
+def log_interval(run, meter, step, progress_bar):
+    """Log the interval's means and show the loss and the learning rate on the progress bar; stop the run if a
+    loss part, a weight or a statistic is not finite, or if the loss diverged: its interval mean above DIVERGENCE
+    times the first step's loss (or than 1, if larger)."""
     logs = meter.summary(run.accelerator, run.method.ratios)
     first = step - meter.steps + 1
     bad = {name: value for name, value in logs.items() if not math.isfinite(value)}
@@ -135,17 +136,19 @@ def log_interval(run, meter, step):
     for index, group in enumerate(run.optimizer.param_groups):
         logs[f"lr/group{index}"] = group["lr"]
     run.accelerator.log(logs, step=step)
+    progress_bar.set_postfix(loss=f"{logs['train/loss']:.4f}", lr=f"{logs['lr/group0']:.3g}", refresh=False)
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator, eval_logits=lambda output: output["logits"]):
-    """Metrics on clean labels over the whole split, from every rank, padding dropped.
+def evaluate(model, loader, accelerator, eval_logits=lambda output: output["logits"], split="evaluate"):
+    """Metrics on clean labels over the whole split, from every rank, padding dropped; a progress bar named
+    `split`.
 
     eval_logits: the method's (Method.eval_logits), which BoostLU changes.
     """
     model.eval()
     scores, labels = [], []
-    for batch in loader:
+    for batch in progress_bar(accelerator, loader, desc=split, leave=False):
         if len(batch["skipped"]):
             raise SPMLError(f"unreadable evaluation images (rows {batch['skipped'].tolist()}): "
                             "metrics would silently cover fewer images")
@@ -164,8 +167,8 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
     output_dir = Path(config.output_dir)
     last_epoch = progress.history[-1]["train"] if progress.history else {}  # a run resumed after its last epoch
     skipped = 0
-    with tqdm(total=steps_per_epoch * config.epochs, initial=progress.global_step,
-              disable=not accelerator.is_main_process, desc="train") as bar:  # closed before any error line
+    with progress_bar(accelerator, total=steps_per_epoch * config.epochs, initial=progress.global_step,
+                      desc="train") as bar:  # closed before any error line
         while progress.epoch < config.epochs and not reached_max_steps(run) and not run.stop.stopping:
             epoch = progress.epoch
             train_loader.set_epoch(epoch)
@@ -175,7 +178,7 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
             accelerator.log({f"epoch/{name}": value for name, value in last_epoch.items()}, step=progress.global_step)
             if progress.step_in_epoch < steps_per_epoch:
                 break  # stopped by train.max_steps or SIGTERM inside the epoch: no evaluation
-            val_metrics, _ = evaluate(run.model, val_loader, accelerator, run.method.eval_logits)
+            val_metrics, _ = evaluate(run.model, val_loader, accelerator, run.method.eval_logits, "val")
             calibration = run.method.calibrate(run.model, val_loader)  # what the next epochs apply
             val_logs = {"val/mAP": val_metrics["mAP"], **{f"val/{name}": value for name, value in calibration.items()}}
             accelerator.log(val_logs, step=progress.global_step)
@@ -184,7 +187,7 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
             progress.history.append({"epoch": epoch, "val_mAP": val_metrics["mAP"], "train": last_epoch,
                                      "calibration": calibration,
                                      "histograms": {name: histogram(groups) for name, groups in result.fn_scores.items()}})
-            accelerator.print(f"epoch {epoch}: val mAP {val_metrics['mAP']:.2f}" + fn_score_line(last_epoch))
+            say(f"epoch {epoch}: val mAP {val_metrics['mAP']:.2f}" + fn_score_line(last_epoch))
             if val_metrics["mAP"] > progress.best_val_map:
                 progress.best_val_map, progress.best_epoch = val_metrics["mAP"], epoch
                 export_model(accelerator, run.model, {**export_info, "epoch": epoch, "val_mAP": val_metrics["mAP"]},
@@ -208,7 +211,7 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
         settle_export(output_dir / EXPORT)  # a run killed while swapping exports, resumed after its best epoch
     accelerator.wait_for_everyone()
     network(accelerator, run.model).load_state_dict(load_file(str(output_dir / EXPORT / "model.safetensors")))
-    test_metrics, test_scores = evaluate(run.model, test_loader, accelerator, run.method.eval_logits)
+    test_metrics, test_scores = evaluate(run.model, test_loader, accelerator, run.method.eval_logits, "test")
     skipped = int(accelerator.reduce(torch.tensor(skipped, device=accelerator.device), reduction="sum"))  # all ranks
     summary = {"method": run.config.method.name, "best_epoch": run.progress.best_epoch,
                "best_val_mAP": run.progress.best_val_map, "test": test_metrics, "last_epoch_train": last_epoch,
@@ -221,10 +224,10 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
         add_test_metrics(output_dir / EXPORT, test_metrics)
     accelerator.log({f"test/{name}": test_metrics[name] for name in ("mAP", "CF1", "OF1")},
                     step=run.progress.global_step)
-    accelerator.print(results_table(class_names, test_metrics, "test"))
-    accelerator.print(f"test (best epoch {run.progress.best_epoch}): mAP {test_metrics['mAP']:.2f}  "
-                      f"CF1 {test_metrics['CF1']:.2f}  OF1 {test_metrics['OF1']:.2f}"
-                      + (f"  ({skipped} unreadable training images skipped)" if skipped else ""))
+    say(results_table(class_names, test_metrics, "test"))
+    say(f"test (best epoch {run.progress.best_epoch}): mAP {test_metrics['mAP']:.2f}  "
+        f"CF1 {test_metrics['CF1']:.2f}  OF1 {test_metrics['OF1']:.2f}"
+        + (f"  ({skipped} unreadable training images skipped)" if skipped else ""))
 
 
 def thresholds_identical_across_ranks(run):

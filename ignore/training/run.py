@@ -19,6 +19,7 @@ from ..losses.registry import build_method
 from ..models.build import build_model, model_settings
 from ..models.sync_batchnorm import synchronise_batchnorm
 from .checkpoint import Progress, checkpoint_dir, network, require_same_weights, resolve_resume
+from .console import run_log, say
 from .cpu_threads import use_all_cores_if_launcher_chose_one
 from .loop import Run, fit, test
 from .optim import build_optimizer, build_scheduler
@@ -44,6 +45,13 @@ def train(config, argv):
     if config.train.overwrite and accelerator.is_main_process:
         clear_previous_run(output_dir)
     accelerator.wait_for_everyone()  # the other ranks go on once the old run is gone
+    with run_log(output_dir, accelerator, fresh=not config.train.resume):
+        train_in_folder(config, argv, accelerator)
+
+
+def train_in_folder(config, argv, accelerator):
+    """The run once its folder and its Accelerator are there: everything it says goes into train.log."""
+    output_dir = Path(config.train.output_dir)
     use_all_cores_if_launcher_chose_one(accelerator)
     set_seed(config.train.seed)
     data = load_spml_data(config.data, accelerator)
@@ -73,21 +81,21 @@ def train(config, argv):
     checkpointed = (scheduler, method, run.progress)
     accelerator.register_for_checkpointing(*checkpointed)
 
-    resume_from = resolve_resume(config.train.resume, output_dir, accelerator.print, len(checkpointed))
+    resume_from = resolve_resume(config.train.resume, output_dir, say, len(checkpointed))
     if resume_from is not None:
         require_same_settings(resume_from, config)
         require_same_weights(resume_from, network(accelerator, model))
         accelerator.load_state(str(resume_from))
         require_same_global_batch(resume_from, run.progress.global_batch, global_batch)
-        accelerator.print(f"resumed from {resume_from}: epoch {run.progress.epoch}, step {run.progress.global_step}")
+        say(f"resumed from {resume_from}: epoch {run.progress.epoch}, step {run.progress.global_step}")
     if accelerator.is_main_process:
         save_config(config, output_dir / "config.yaml")
         if resume_from is None:
             (output_dir / SCALARS).unlink(missing_ok=True)  # a fresh run's log starts empty
     accelerator.init_trackers("tensorboard" if config.train.tracker == "tensorboard" else output_dir.name,
                               config=flattened(config))
-    accelerator.print(f"{len(train_loader.dataset)} train images, {num_classes} classes, method {config.method.name}, "
-                      f"{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:g}")
+    say(f"{len(train_loader.dataset)} train images, {num_classes} classes, method {config.method.name}, "
+        f"{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:g}")
     export_info = {"class_names": data.class_names, "model": model_settings(config.model),
                    "image_size": config.data.image_size,
                    **normalisation, "method": config.method.name, "source": data.meta["source"],
@@ -99,12 +107,12 @@ def train(config, argv):
     with run.stop:
         last_epoch, skipped = fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview)
     if run.stop.stopping:
-        accelerator.print(f"stopped by SIGTERM at step {run.progress.global_step}: checkpoint "
-                          f"{checkpoint_dir(output_dir, run.progress.global_step)}; continue with train.resume=auto")
+        say(f"stopped by SIGTERM at step {run.progress.global_step}: checkpoint "
+            f"{checkpoint_dir(output_dir, run.progress.global_step)}; continue with train.resume=auto")
         accelerator.end_training()
         sys.exit(PREEMPTED)
     if run.progress.best_epoch < 0:
-        accelerator.print(f"stopped at step {run.progress.global_step} before the first evaluation; no test run")
+        say(f"stopped at step {run.progress.global_step} before the first evaluation; no test run")
     else:
         test(run, test_loader, data.class_names, skipped, time.time() - started, last_epoch)
         if accelerator.is_main_process:  # the best epoch's weights, which test() loaded
