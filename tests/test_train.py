@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from ignore.config import merged_overrides
 from ignore.training.checkpoint import resolve_resume
+from ignore.training.tracking import read_scalars
 from ignore.data.format import load_dataset
 from ignore.errors import SPMLError
 from ignore.inference import load_export, predict_probabilities
@@ -61,6 +62,11 @@ def test_run_writes_metrics_and_an_export_that_reproduces_the_test_scores(tiny_d
     images = [Image.open(data.image_root / name) for name in data.splits["test"]["image"]]
     probabilities = predict_probabilities(model, images).numpy()
     np.testing.assert_allclose(probabilities, np.load(run / "test_scores.npy"), atol=1e-5)
+    # the test's binary cross-entropy against the full labels, from the scores
+    labels = np.array(data.splits["test"]["labels"]) == 1
+    scores = np.load(run / "test_scores.npy").astype(np.float64)
+    bce = -np.where(labels, np.log(scores), np.log1p(-scores)).mean()
+    assert metrics["test"]["bce"] == pytest.approx(bce, rel=1e-4)
 
     # the console (not a terminal here: no progress bars) is whole lines, the same as train.log's after their time
     console = result.stdout.splitlines()
@@ -68,7 +74,8 @@ def test_run_writes_metrics_and_an_export_that_reproduces_the_test_scores(tiny_d
     assert console[0] == "32 train images, 4 classes, method ignore, 1 process(es), global batch 8, lr 0.0005"
     epoch_lines = [line for line in console if line.startswith("epoch ")]
     assert [line.split(", gap AUROC")[0] for line in epoch_lines] == [
-        f"epoch {epoch['epoch']}: val mAP {epoch['val_mAP']:.2f}" for epoch in metrics["epochs"]]
+        f"epoch {epoch['epoch']}: val mAP {epoch['val_mAP']:.2f}, val BCE {epoch['val_bce']:.4f}"
+        for epoch in metrics["epochs"]]
     assert console[-1].startswith(f"test (best epoch {metrics['best_epoch']}): mAP {metrics['test']['mAP']:.2f}")
     assert logged_lines(run) == console
 
@@ -247,6 +254,11 @@ def test_two_process_launch_keeps_thresholds_identical_on_every_rank(tiny_datase
     assert sum(metrics["epochs"][-1]["histograms"]["gap"]["true_fn"]) == metrics["last_epoch_train"]["false_negatives"]
     # the main process alone says each line, once, and writes train.log
     assert result.stdout.count("epoch 0: val mAP") == 1 and logged_lines(tmp_path / "ddp") == result.stdout.splitlines()
+    # both processes' images count: 4 each a step; a gradient norm at every step (train.log_every=1)
+    scalars = read_scalars(tmp_path / "ddp")
+    assert [step for step, _ in scalars["train/grad_norm"]] == list(range(1, 9))
+    for (_, per_second), (_, per_step) in zip(scalars["speed/images_per_second"], scalars["speed/seconds_per_step"]):
+        assert per_second * per_step == pytest.approx(8)
 
 
 def test_pretrained_mobilenet_run_exports_a_model_that_reproduces_its_scores(tiny_dataset, tmp_path):

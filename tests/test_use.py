@@ -217,15 +217,49 @@ def test_another_tracker_or_none_leaves_the_report_and_a_bad_one_is_one_line(tin
             trackers("wandb", tmp_path)
 
 
-def test_the_merged_config_is_logged_as_hyperparameters(finished_run):
-    import yaml
+def test_tensorboard_holds_the_hyperparameters_with_their_metrics_the_speed_and_the_gradient_norm(finished_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import api_pb2, metadata
 
     from ignore.config import valid_keys
+    from ignore.training.tracking import HPARAM_METRICS, read_scalars
 
-    (hparams,) = (finished_run / "tensorboard").glob("*/hparams.yml")
-    logged = yaml.safe_load(hparams.read_text())
-    assert logged["method.warm_up"] == 1 and logged["data.image_size"] == 32 and logged["train.tracker"] == "tensorboard"
-    assert set(logged) == set(valid_keys())
+    assert [path.name for path in (finished_run / "tensorboard").iterdir() if path.is_dir()] == []  # one run
+    events = EventAccumulator(str(finished_run / "tensorboard"), size_guidance={"scalars": 0}).Reload()
+    hparams = events.PluginTagToContent("hparams")
+    experiment = metadata.parse_experiment_plugin_data(hparams[metadata.EXPERIMENT_TAG])
+    session = metadata.parse_session_start_info_plugin_data(hparams[metadata.SESSION_START_INFO_TAG])
+    ended = metadata.parse_session_end_info_plugin_data(hparams[metadata.SESSION_END_INFO_TAG])
+    assert set(session.hparams) == set(valid_keys()) and ended.status == api_pb2.STATUS_SUCCESS
+    assert session.hparams["method.warm_up"].number_value == 1
+    assert session.hparams["train.tracker"].string_value == "tensorboard"
+    # the HParams tab shows each metric's last value in the same run
+    assert tuple(info.name.tag for info in experiment.metric_infos) == HPARAM_METRICS
+    last = {tag: events.Scalars(tag)[-1].value for tag in HPARAM_METRICS}
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert last["val/best_mAP"] == pytest.approx(metrics["best_val_mAP"])
+    assert last["val/mAP"] == pytest.approx(metrics["epochs"][-1]["val_mAP"])
+    for name in ("mAP", "CF1", "OF1"):
+        assert last[f"test/{name}"] == pytest.approx(metrics["test"][name])
+    assert last["val/bce"] > 0
+    for index, ap in enumerate(metrics["test"]["per_class_AP"]):
+        assert events.Scalars(f"test_AP/class{index}")[-1].value == pytest.approx(ap)
+    (command,) = events.Tensors("command/text_summary")
+    assert command.tensor_proto.string_val[0].decode().startswith("`ignore-train data.path=")
+
+    # at every step (train.log_every=1): the scaled learning rate of each group (lr 0.001 x 8 / 16, the head 10
+    # times faster), the gradient norm, and 8 images a step
+    logged = {name: [(event.step, event.value) for event in events.Scalars(name)]
+              for name in ("lr/trunk", "lr/head", "train/grad_norm", "speed/images_per_second", "speed/seconds_per_step")}
+    steps = list(range(1, 9))
+    for name, lr in (("lr/trunk", 0.0005), ("lr/head", 0.005)):
+        assert logged[name] == [(step, pytest.approx(lr)) for step in steps]
+    assert [step for step, _ in logged["train/grad_norm"]] == steps
+    assert all(0 < norm < 100 for _, norm in logged["train/grad_norm"])
+    assert logged["train/grad_norm"] == [(step, pytest.approx(norm)) for step, norm in read_scalars(finished_run)[
+        "train/grad_norm"]]
+    for (step, per_second), (_, per_step) in zip(logged["speed/images_per_second"], logged["speed/seconds_per_step"]):
+        assert per_second * per_step == pytest.approx(8, rel=1e-5)
 
 
 def test_the_exports_card_and_config_name_the_runs_metrics_and_command(finished_run, tiny_dataset):

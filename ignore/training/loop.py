@@ -3,11 +3,13 @@
 Methods plug in through `method.step`; nothing here branches on the method.
 """
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from ..errors import SPMLError
@@ -17,6 +19,7 @@ from ..models.export import add_test_metrics, settle_export
 from .checkpoint import EXPORT, export_model, network, require_finite, save_checkpoint
 from .console import progress_bar, say
 from .fn_scores import FNScoreCollector, histogram
+from .optim import PARAM_GROUPS
 from .tracking import fn_score_line, log_histograms, log_pictures
 
 
@@ -39,26 +42,35 @@ class Run:
 
 @dataclass
 class Meter:
-    """Sums of a method's parts and counts since the last log, kept on the device."""
+    """Sums of a method's parts and counts since the last log, kept on the device; this rank's batches, images and
+    optimiser steps, the gradient norm of the interval's first optimiser step, and when the interval started."""
 
     parts: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)
     steps: int = 0
+    images: int = 0
+    optimiser_steps: int = 0
+    grad_norm: torch.Tensor = None
+    started: float = field(default_factory=time.perf_counter)
 
-    def add(self, output):
+    def add(self, output, images):
         for name, value in [("loss", output.loss.detach().float())] + list(output.parts.items()):
             self.parts[name] = self.parts.get(name, 0) + value.float()
         for name, value in output.counts.items():
             self.counts[name] = self.counts.get(name, 0) + value
         self.steps += 1
+        self.images += images
 
     def summary(self, accelerator, ratios):
-        """Means of the parts on this rank, counts and ratios summed over all ranks (one sync)."""
-        names = sorted(self.parts) + sorted(self.counts)
-        values = torch.stack([self.parts[n] / self.steps for n in sorted(self.parts)]
-                             + [self.counts[n].float() for n in sorted(self.counts)])
-        counts = accelerator.reduce(values[len(self.parts):], reduction="sum")
-        values = torch.cat([values[:len(self.parts)], counts]).tolist()
+        """Means of the parts on this rank, the gradient norm (the same on every rank: DDP averaged the
+        gradients), counts and ratios summed over all ranks (one sync)."""
+        own = {name: self.parts[name] / self.steps for name in sorted(self.parts)}
+        if self.grad_norm is not None:
+            own["grad_norm"] = self.grad_norm
+        names = list(own) + sorted(self.counts)
+        values = torch.stack(list(own.values()) + [self.counts[n].float() for n in sorted(self.counts)])
+        counts = accelerator.reduce(values[len(own):], reduction="sum")
+        values = torch.cat([values[:len(own)], counts]).tolist()
         logs = dict(zip(names, values))
         for ratio, (numerator, denominator) in ratios.items():
             if logs.get(denominator, 0) > 0:
@@ -83,10 +95,13 @@ def train_one_epoch(run, epoch, loader, progress_bar):
         with accelerator.accumulate(model):
             output = method.step(model, batch, epoch)
             accelerator.backward(output.loss)
+            if accelerator.sync_gradients and meter.grad_norm is None:  # one norm a log interval: it costs a pass
+                meter.grad_norm = gradient_norm(model, accelerator)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        meter.add(output)
-        epoch_meter.add(output)
+        images = len(batch["observed"])
+        meter.add(output, images)
+        epoch_meter.add(output, images)
         if run.progress.first_loss is None:  # once: one synchronisation in the whole run
             run.progress.first_loss = accelerator.reduce(output.loss.detach().float(), reduction="mean").item()
         if output.fn_scores is not None:
@@ -97,6 +112,7 @@ def train_one_epoch(run, epoch, loader, progress_bar):
         if not accelerator.sync_gradients:
             continue
         scheduler.step()
+        meter.optimiser_steps += 1
         run.progress.step_in_epoch += 1
         run.progress.global_step += 1
         progress_bar.update(1)
@@ -117,13 +133,21 @@ def train_one_epoch(run, epoch, loader, progress_bar):
     return EpochResult({**epoch_summary, **aurocs}, skipped, groups)
 
 
+def gradient_norm(model, accelerator):
+    """The L2 norm of all gradients, as the optimiser gets them (unscaled under fp16), a tensor on the device."""
+    accelerator.unscale_gradients()  # the GradScaler then does not unscale them again at the step
+    return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None]).float()
+
+
 def log_interval(run, meter, step, progress_bar):
-    """Log the interval's means and show the loss and the learning rate on the progress bar; stop the run if a
-    loss part, a weight or a statistic is not finite, or if the loss diverged: its interval mean above DIVERGENCE
-    times the first step's loss (or than 1, if larger)."""
+    """Log the interval's means, the learning rate of each parameter group, the gradient norm and the speed,
+    and show the loss and the learning rate on the progress bar; stop the run if a loss part, a weight or a
+    statistic is not finite, or if the loss diverged: its interval mean above DIVERGENCE times the first step's
+    loss (or than 1, if larger). The gradient norm may be inf under fp16: the GradScaler skips that step."""
     logs = meter.summary(run.accelerator, run.method.ratios)
-    first = step - meter.steps + 1
-    bad = {name: value for name, value in logs.items() if not math.isfinite(value)}
+    seconds = time.perf_counter() - meter.started  # after the summary's sync: the interval's work is done
+    first = step - meter.optimiser_steps + 1
+    bad = {name: logs[name] for name in meter.parts if not math.isfinite(logs[name])}
     if bad:
         parts = ", ".join(f"{name}={value:.4g}" for name, value in logs.items() if name in meter.parts)
         raise SPMLError(f"non-finite loss at step {first}..{step} (interval means: {parts})")
@@ -133,32 +157,39 @@ def log_interval(run, meter, step, progress_bar):
                         f"{DIVERGENCE:g} times the first step's {run.progress.first_loss:.3g} (or 1); lower optim.lr "
                         "(the checkpoints written before stay)")
     logs = {f"train/{name}": value for name, value in logs.items()}
-    for index, group in enumerate(run.optimizer.param_groups):
-        logs[f"lr/group{index}"] = group["lr"]
+    for name, group in zip(PARAM_GROUPS, run.optimizer.param_groups):
+        logs[f"lr/{name}"] = group["lr"]
+    # every process loads the same number of images a batch (Accelerate's even_batches): this rank's times N
+    logs["speed/images_per_second"] = meter.images * run.accelerator.num_processes / seconds
+    logs["speed/seconds_per_step"] = seconds / meter.optimiser_steps  # the last batch of an epoch always steps
     run.accelerator.log(logs, step=step)
-    progress_bar.set_postfix(loss=f"{logs['train/loss']:.4f}", lr=f"{logs['lr/group0']:.3g}", refresh=False)
+    progress_bar.set_postfix(loss=f"{logs['train/loss']:.4f}", lr=f"{logs[f'lr/{PARAM_GROUPS[0]}']:.3g}",
+                             refresh=False)
 
 
 @torch.no_grad()
 def evaluate(model, loader, accelerator, eval_logits=lambda output: output["logits"], split="evaluate"):
-    """Metrics on clean labels over the whole split, from every rank, padding dropped; a progress bar named
-    `split`.
+    """Metrics on clean labels over the whole split, from every rank, padding dropped, and the mean binary
+    cross-entropy of the logits against those labels ("bce": every method's loss on full labels, so that
+    methods compare); a progress bar named `split`.
 
     eval_logits: the method's (Method.eval_logits), which BoostLU changes.
     """
     model.eval()
-    scores, labels = [], []
+    logits, labels = [], []
     for batch in progress_bar(accelerator, loader, desc=split, leave=False):
         if len(batch["skipped"]):
             raise SPMLError(f"unreadable evaluation images (rows {batch['skipped'].tolist()}): "
                             "metrics would silently cover fewer images")
         with accelerator.autocast():
-            logits = eval_logits(model(batch["image"]))
-        batch_scores, batch_labels = accelerator.gather_for_metrics((torch.sigmoid(logits.float()), batch["labels"]))
-        scores.append(batch_scores.cpu())
+            batch_logits = eval_logits(model(batch["image"]))
+        batch_logits, batch_labels = accelerator.gather_for_metrics((batch_logits.float(), batch["labels"]))
+        logits.append(batch_logits.cpu())
         labels.append(batch_labels.cpu())
-    scores, labels = torch.cat(scores).numpy(), torch.cat(labels).numpy()
-    return multilabel_metrics(scores, labels), scores.astype(np.float32)
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    scores = torch.sigmoid(logits).numpy()
+    bce = F.binary_cross_entropy_with_logits(logits, (labels == 1).float()).item()
+    return {**multilabel_metrics(scores, labels.numpy()), "bce": bce}, scores.astype(np.float32)
 
 
 def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
@@ -180,14 +211,17 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
                 break  # stopped by train.max_steps or SIGTERM inside the epoch: no evaluation
             val_metrics, _ = evaluate(run.model, val_loader, accelerator, run.method.eval_logits, "val")
             calibration = run.method.calibrate(run.model, val_loader)  # what the next epochs apply
-            val_logs = {"val/mAP": val_metrics["mAP"], **{f"val/{name}": value for name, value in calibration.items()}}
+            best_val_map = max(progress.best_val_map, val_metrics["mAP"])
+            val_logs = {"val/mAP": val_metrics["mAP"], "val/best_mAP": best_val_map, "val/bce": val_metrics["bce"],
+                        **{f"val/{name}": value for name, value in calibration.items()}}
             accelerator.log(val_logs, step=progress.global_step)
             log_pictures(run, preview)
             log_histograms(run, result.fn_scores)
-            progress.history.append({"epoch": epoch, "val_mAP": val_metrics["mAP"], "train": last_epoch,
-                                     "calibration": calibration,
+            progress.history.append({"epoch": epoch, "val_mAP": val_metrics["mAP"], "val_bce": val_metrics["bce"],
+                                     "train": last_epoch, "calibration": calibration,
                                      "histograms": {name: histogram(groups) for name, groups in result.fn_scores.items()}})
-            say(f"epoch {epoch}: val mAP {val_metrics['mAP']:.2f}" + fn_score_line(last_epoch))
+            say(f"epoch {epoch}: val mAP {val_metrics['mAP']:.2f}, val BCE {val_metrics['bce']:.4f}"
+                + fn_score_line(last_epoch))
             if val_metrics["mAP"] > progress.best_val_map:
                 progress.best_val_map, progress.best_epoch = val_metrics["mAP"], epoch
                 export_model(accelerator, run.model, {**export_info, "epoch": epoch, "val_mAP": val_metrics["mAP"]},
@@ -222,7 +256,8 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
         write_json_atomic(output_dir / "metrics.json", summary)
         np.save(output_dir / "test_scores.npy", test_scores)
         add_test_metrics(output_dir / EXPORT, test_metrics)
-    accelerator.log({f"test/{name}": test_metrics[name] for name in ("mAP", "CF1", "OF1")},
+    accelerator.log({**{f"test/{name}": test_metrics[name] for name in ("mAP", "CF1", "OF1", "bce")},
+                     **{f"test_AP/{name}": ap for name, ap in zip(class_names, test_metrics["per_class_AP"])}},
                     step=run.progress.global_step)
     say(results_table(class_names, test_metrics, "test"))
     say(f"test (best epoch {run.progress.best_epoch}): mAP {test_metrics['mAP']:.2f}  "

@@ -4,12 +4,14 @@ import torch
 from ..errors import SPMLError
 from .registry import OPTIMIZERS, SCHEDULERS
 
+PARAM_GROUPS = ("trunk", "head")  # the optimiser's parameter groups, in order: the names their learning rates log under
+
 
 def build_optimizer(model, optim_config, head_lr_multiplier, lr):
     if optim_config.optimizer not in OPTIMIZERS:
         raise SPMLError(f"optim.optimizer '{optim_config.optimizer}' is not one of {sorted(OPTIMIZERS)}")
     head = {id(parameter) for parameter in model.head_parameters()}
-    groups = [
+    groups = [  # in the order of PARAM_GROUPS
         {"params": [p for p in model.parameters() if id(p) not in head], "lr": lr},
         {"params": model.head_parameters(), "lr": lr * head_lr_multiplier},
     ]

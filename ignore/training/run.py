@@ -11,7 +11,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import send_to_device, set_seed
 
-from ..config import flattened, save_config, scaled_lr
+from ..config import save_config, scaled_lr
 from ..data.loading import build_loaders, load_spml_data, preview_batch, training_rows
 from ..errors import SPMLError
 from ..files import make_output_dir
@@ -28,7 +28,7 @@ from .precision import resolve_mixed_precision
 from .report import write_report
 from .resume_settings import require_same_global_batch, require_same_settings
 from .run_folder import clear_previous_run, require_own_folder
-from .tracking import SCALARS, trackers
+from .tracking import SCALARS, end_trackers, start_trackers, trackers
 
 
 def train(config, argv):
@@ -92,14 +92,14 @@ def train_in_folder(config, argv, accelerator):
         save_config(config, output_dir / "config.yaml")
         if resume_from is None:
             (output_dir / SCALARS).unlink(missing_ok=True)  # a fresh run's log starts empty
-    accelerator.init_trackers("tensorboard" if config.train.tracker == "tensorboard" else output_dir.name,
-                              config=flattened(config))
+    command = training_command(argv, accelerator.num_processes)
+    start_trackers(accelerator, config, command, run.progress.global_step)
     say(f"{len(train_loader.dataset)} train images, {num_classes} classes, method {config.method.name}, "
         f"{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:g}")
     export_info = {"class_names": data.class_names, "model": model_settings(config.model),
                    "image_size": config.data.image_size,
                    **normalisation, "method": config.method.name, "source": data.meta["source"],
-                   "training": {"command": training_command(argv, accelerator.num_processes),
+                   "training": {"command": command,
                                 "num_processes": accelerator.num_processes, "config": dataclasses.asdict(config)},
                    **method.export_settings()}
     preview = send_to_device(preview_batch(data, config.data, normalisation), accelerator.device)
@@ -117,7 +117,7 @@ def train_in_folder(config, argv, accelerator):
         test(run, test_loader, data.class_names, skipped, time.time() - started, last_epoch)
         if accelerator.is_main_process:  # the best epoch's weights, which test() loaded
             write_report(output_dir, data.class_names, run.method.pictures(run.model, preview))
-    accelerator.end_training()
+    end_trackers(accelerator, config, run.progress.global_step)
 
 
 def training_command(argv, num_processes):

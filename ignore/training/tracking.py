@@ -7,13 +7,18 @@ import json
 from pathlib import Path
 
 import numpy as np
+from torch.utils.tensorboard.summary import hparams
 
 from accelerate.tracking import GeneralTracker, get_available_trackers
 
+from ..config import flattened
 from ..errors import SPMLError
 from .registry import TRACKERS
 
 SCALARS = "scalars.jsonl"
+# The metrics of TensorBoard's HParams tab: scalars the run logs (val/ at each epoch, test/ at the end), of which
+# the tab shows the last value logged beside the run's settings.
+HPARAM_METRICS = ("val/best_mAP", "val/mAP", "val/bce", "test/mAP", "test/CF1", "test/OF1")
 
 
 def trackers(name, output_dir):
@@ -45,6 +50,33 @@ class ScalarLog(GeneralTracker):
                                    if isinstance(value, (int, float))}}
         with self.path.open("a") as file:
             file.write(json.dumps(record) + "\n")
+
+
+def start_trackers(accelerator, config, command, step):
+    """Start the trackers with the merged config as their hyperparameters; TensorBoard also gets the command.
+
+    TensorBoard gets the config as the session of its HParams tab, with HPARAM_METRICS as the session's metrics,
+    written into the run's own folder (tensorboard/), where the scalars of those names are logged: the tab shows
+    each metric's last value there, so the columns fill in as the run goes. Accelerate's own way
+    (SummaryWriter.add_hparams without metrics) writes the session into a new folder, where there is none to show.
+    """
+    tensorboard = config.train.tracker == "tensorboard"
+    accelerator.init_trackers("tensorboard" if tensorboard else Path(config.train.output_dir).name,
+                              config=None if tensorboard else flattened(config))
+    if tensorboard and accelerator.is_main_process:
+        writer = accelerator.get_tracker("tensorboard", unwrap=True)
+        experiment, session_start, _ = hparams(flattened(config), dict.fromkeys(HPARAM_METRICS, 0.0))  # names only
+        writer.file_writer.add_summary(experiment, step)
+        writer.file_writer.add_summary(session_start, step)
+        writer.add_text("command", f"`{command}`", step)  # a code span: Markdown would eat a path's underscores
+
+
+def end_trackers(accelerator, config, step):
+    """Mark TensorBoard's HParams session finished, then close every tracker (a stopped run's session stays open)."""
+    if config.train.tracker == "tensorboard" and accelerator.is_main_process:
+        _, _, session_end = hparams({}, {})  # status: success
+        accelerator.get_tracker("tensorboard", unwrap=True).file_writer.add_summary(session_end, step)
+    accelerator.end_training()
 
 
 def read_scalars(run_dir):
