@@ -157,15 +157,16 @@ def test_evaluate_refuses_a_dataset_with_other_classes(finished_run, tiny_datase
 def test_the_report_holds_the_runs_numbers_and_its_bars_are_the_test_ap(finished_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from ignore.training.report import BAR_AXES, DPI, bar_figure_size
+    from ignore.training.report import DPI, bar_axes, bar_figure_size
     from ignore.training.tracking import read_scalars
 
     metrics = json.loads((finished_run / "metrics.json").read_text())
     report = (finished_run / "report.md").read_text()
     test = metrics["test"]
     assert f"| {test['mAP']:.2f} | {test['CF1']:.2f} | {test['OF1']:.2f} |" in report
-    for epoch in metrics["epochs"]:
-        assert f"| {epoch['epoch']} | {epoch['val_mAP']:.2f} |" in report
+    for epoch in metrics["epochs"]:  # the false-negative AUROCs beside val mAP, the drop's first
+        assert (f"| {epoch['epoch']} | {epoch['val_mAP']:.2f} | {epoch['train']['drop_auroc']:.3f} | "
+                f"{epoch['train']['absolute_gap_auroc']:.3f} |") in report
     for index, ap in enumerate(test["per_class_AP"]):
         assert f"| class{index} | {ap:.2f} |" in report
 
@@ -180,26 +181,30 @@ def test_the_report_holds_the_runs_numbers_and_its_bars_are_the_test_ap(finished
     assert [step for step, _ in scalars["train/loss"]] == list(range(1, 9))
     assert [value for _, value in scalars["val/mAP"]] == pytest.approx([epoch["val_mAP"] for epoch in metrics["epochs"]])
 
-    pictures = {"val_map.png": (800, 300), "losses.png": (800, 300), "thresholds.png": (800, 600),
-                "per_class_ap.png": (800, 400)}
+    # the rejected fraction stayed 0 in this run (one epoch after the warm-up): its panel is left out
+    assert {value for _, value in scalars["train/rejected_fraction"]} == {0.0}
+    assert "Zero throughout, not drawn: rejected fraction." in report
+    assert "end of the warm-up (method.warm_up=1 epochs, step 4)" in report
+    pictures = {"val_map.png": (800, 300), "losses.png": (800, 300), "thresholds.png": (800, 300),
+                "per_class_ap.png": (800, 190), "ignore_image_cam_masked.png": (660, 1440)}  # 8 images, 3 panels
     for name, size in pictures.items():
         with Image.open(finished_run / "report" / name) as image:
             assert image.size == size, name
         assert f"(report/{name})" in report
-    with Image.open(finished_run / "report" / "ignore_image_cam_masked.png") as grid:
-        assert grid.size == (3 * 32 + 4 * 2, 8 * 32 + 9 * 2)  # 8 validation images, 3 panels each, 2 px padding
-    # each bar's height in pixels, read back from the PNG, is its class's test AP (axes 0-100 at BAR_AXES)
+    assert f"(`train_seconds` in metrics.json: {metrics['train_seconds']})" in report and "  warm_up: 1\n" in report
+    # each bar's length in pixels, read back from the PNG, is its class's test AP (axes 0-100 at bar_axes), the
+    # best class on top
     with Image.open(finished_run / "report" / "per_class_ap.png") as image:
         pixels = np.asarray(image.convert("RGB")).astype(int)
     width, height = (inches * DPI for inches in bar_figure_size(4))
-    left, bottom, axes_width, axes_height = BAR_AXES
+    left, bottom, axes_width, axes_height = bar_axes(4)
     blue = np.all(np.abs(pixels - [0x1F, 0x77, 0xB4]) <= 2, axis=2)
-    for index, ap in enumerate(test["per_class_AP"]):
-        column = int((left + axes_width * (index + 0.5) / 4) * width)
-        rows = np.flatnonzero(blue[:, column])
-        bar_top = (height - rows.min()) if len(rows) else height * bottom
-        measured = (bar_top - height * bottom) / (height * axes_height) * 100
-        assert measured == pytest.approx(ap, abs=1.0), index
+    for rank, ap in enumerate(sorted(test["per_class_AP"], reverse=True)):
+        row = int(height * (1 - bottom - axes_height * (1 - (rank + 0.5) / 4)))  # pixel rows count from the top
+        columns = np.flatnonzero(blue[row])
+        bar_end = columns.max() + 1 if len(columns) else width * left
+        measured = (bar_end - width * left) / (width * axes_width) * 100
+        assert measured == pytest.approx(ap, abs=1.0), rank
 
 
 def test_another_tracker_or_none_leaves_the_report_and_a_bad_one_is_one_line(tiny_dataset, tmp_path):

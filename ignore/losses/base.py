@@ -26,6 +26,15 @@ class StepOutput:
         self.parts = {name: value.detach() for name, value in self.parts.items()}
 
 
+@dataclass
+class Picture:
+    """A method's picture of a few images: a row an image, a column a view of it (TensorBoard and the report)."""
+
+    panels: torch.Tensor  # (rows, columns, 3, H, W) in [0, 1]
+    column_titles: tuple  # a title a column
+    observed: list  # for each row, the indices of its image's observed positives
+
+
 class Method(nn.Module):
     """A training step: `step(model, batch, epoch) -> StepOutput`.
 
@@ -60,7 +69,7 @@ class Method(nn.Module):
         return {}
 
     def pictures(self, model, batch):
-        """{tag: (3, H, W) image in [0, 1]} for TensorBoard; most methods have none."""
+        """{tag: Picture} of `batch` for TensorBoard and the report; most methods have none."""
         return {}
 
     def eval_logits(self, output):

@@ -8,11 +8,11 @@ import contextlib
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.utils import make_grid
 
 from ..data.views import denormalise, pixel_to_normalised
 from ..errors import SPMLError
-from .base import FN_RATIOS, Method, StepOutput, bce, fn_counts, false_negatives, masked_mean, observed_positive
+from .base import (FN_RATIOS, Method, Picture, StepOutput, bce, false_negatives, fn_counts, masked_mean,
+                   observed_positive)
 from .calibration import RejectionCalibration
 from .masking import positive_cam, positive_region_mask
 from .registry import CAM_NORMALISATIONS, GAPS, MASKED_BATCHNORM_MODES, MASK_FILLS, RULES
@@ -189,8 +189,10 @@ class Ignore(Method):
         pixels = denormalise(images.float(), self.normalisation)
         overlay = 0.5 * pixels + 0.5 * heat * torch.tensor([1.0, 0.2, 0.0], device=heat.device)[:, None, None]
         masked = denormalise(self.masked_images(images.float(), mask), self.normalisation)
-        rows = torch.stack([pixels, overlay, masked], dim=1).flatten(0, 1)
-        return {"ignore/image_cam_masked": make_grid(rows.cpu(), nrow=3, padding=2, pad_value=1.0)}
+        panels = torch.stack([pixels, overlay, masked], dim=1).cpu()
+        observed = [torch.nonzero(row).flatten().tolist() for row in positive.cpu()]
+        return {"ignore/image_cam_masked": Picture(panels, ("image", "CAM of the observed positive", "masked image"),
+                                                   observed)}
 
     def masked_images(self, images, mask):
         """Images with the pixels outside `mask` replaced by `method.mask_fill`."""
