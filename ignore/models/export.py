@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import SPMLError
-from ..files import write_text_atomic
+from ..files import whole_or_nothing, write_text_atomic
 from .build import build_model, model_config_from_export
 from .cam_boost import export_logits
 from .model_card import model_card
@@ -158,7 +158,8 @@ def write_export(target, network, info):
     partial, aside = partial_of(target), aside_of(target)
     settle_export(target)
     shutil.rmtree(partial, ignore_errors=True)
-    SPMLClassifier.wrapping(network, {**info, "export_version": EXPORT_VERSION}).save_pretrained(partial)
+    with whole_or_nothing(target, partial):  # a full disk: the previous export stays
+        SPMLClassifier.wrapping(network, {**info, "export_version": EXPORT_VERSION}).save_pretrained(partial)
     if target.exists():
         os.replace(target, aside)
     os.replace(partial, target)

@@ -2,6 +2,7 @@
 
 Methods plug in through `method.step`; nothing here branches on the method.
 """
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ..errors import SPMLError
-from ..files import write_json_atomic
+from ..files import write_bytes_atomic, write_json_atomic
 from ..metrics import multilabel_metrics, results_table
 from ..models.export import add_test_metrics, settle_export
 from .checkpoint import EXPORT, export_model, network, require_finite, save_checkpoint
@@ -217,7 +218,9 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
                "num_processes": accelerator.num_processes, "train_seconds": round(seconds, 1)}
     if accelerator.is_main_process:
         write_json_atomic(output_dir / "metrics.json", summary)
-        np.save(output_dir / "test_scores.npy", test_scores)
+        scores = io.BytesIO()
+        np.save(scores, test_scores)
+        write_bytes_atomic(output_dir / "test_scores.npy", scores.getvalue())
         add_test_metrics(output_dir / EXPORT, test_metrics)
     accelerator.log({f"test/{name}": test_metrics[name] for name in ("mAP", "CF1", "OF1")},
                     step=run.progress.global_step)
