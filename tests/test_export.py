@@ -171,3 +171,15 @@ def test_a_swap_killed_half_way_is_settled_at_the_next_load_or_write(tmp_path):
     write_export(target, network, info_for("small_cnn", epoch=3))
     assert sorted(path.name for path in tmp_path.iterdir()) == ["export"]
     assert load_export(target).export_info["epoch"] == 3
+
+
+def test_the_decision_thresholds_travel_in_the_export_and_an_export_without_them_falls_back_to_half(tmp_path):
+    write_export(tmp_path / "new", trained("small_cnn"), info_for("small_cnn", decision_thresholds=[0.2, 0.05, 0.7]))
+    assert load_export(tmp_path / "new").thresholds == [0.2, 0.05, 0.7]
+    write_export(tmp_path / "old", trained("small_cnn"), info_for("small_cnn"))
+    assert load_export(tmp_path / "old").thresholds == [0.5, 0.5, 0.5]
+    config = tmp_path / "new" / "config.json"
+    config.write_text(config.read_text().replace('"decision_thresholds": [', '"decision_thresholds": [0.1, '))
+    with pytest.raises(SPMLError, match=r"^config.json: 4 decision_thresholds for 3 classes$"):
+        load_export(tmp_path / "new").thresholds
+
