@@ -320,6 +320,8 @@ def test_the_exports_card_and_config_name_the_runs_metrics_and_command(finished_
     test = json.loads((finished_run / "metrics.json").read_text())["test"]
     card = (finished_run / "export" / "README.md").read_text()
     assert f"| test | {test['mAP']:.2f} | {test['CF1']:.2f} | {test['OF1']:.2f} |" in card
+    assert (f"| test, at the decision thresholds | {test['mAP']:.2f} | {test['CF1_val_thresholds']:.2f} | "
+            f"{test['OF1_val_thresholds']:.2f} |") in card
     assert f"ignore-train data.path={tiny_dataset} data.image_size=32" in card
     config = json.loads((finished_run / "export" / "config.json").read_text())
     assert config["test"]["per_class_AP"] == test["per_class_AP"] and config["export_version"] == 2
