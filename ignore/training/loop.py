@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 from ..errors import SPMLError
 from ..files import write_json_atomic
 from ..metrics import cf1_of1, f1_thresholds, multilabel_metrics, results_table
-from ..models.export import add_test_metrics, decision_thresholds, read_info, settle_export
+from ..models.export import add_test_metrics, read_info, settle_export
+from ..models.predicting import decision_thresholds
 from .checkpoint import EXPORT, export_model, network, require_finite, save_checkpoint
 from .fn_scores import FNScoreCollector, histogram
 from .tracking import fn_score_line, log_histograms, log_pictures
