@@ -146,10 +146,13 @@ def test_f1_thresholds_by_hand():
     assert f1_thresholds(F1_SCORES[:, 3:], F1_LABELS[:, 3:]).tolist() == [0.5]
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_f1_thresholds_reach_sklearns_best_f1_of_each_class(seed):
-    scores, labels = zip(*(random_case(seed * 10 + column, num_rows=30) for column in range(5)))
+@pytest.mark.parametrize("seed", range(4))
+def test_f1_thresholds_reach_the_best_f1_of_each_class_as_sklearn_counts_it(seed):
+    scores, labels = zip(*(random_case(seed * 10 + column, num_rows=30) for column in range(10)))
     scores, labels = np.stack(scores, axis=1), np.stack(labels, axis=1)
     for column, threshold in enumerate(f1_thresholds(scores, labels)):
-        best = max(f1_score(labels[:, column], scores[:, column] >= cut) for cut in np.unique(scores[:, column]))
+        # every cut tried: F1 = 2 TP / (predicted + positives)
+        cuts = scores[:, column][None, :] >= np.unique(scores[:, column])[:, None]
+        positive = labels[:, column] == 1
+        best = (2 * (cuts & positive).sum(1) / (cuts.sum(1) + positive.sum())).max()
         assert f1_score(labels[:, column], scores[:, column] >= threshold) == pytest.approx(best, abs=1e-12)
