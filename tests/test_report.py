@@ -15,11 +15,13 @@ def test_a_resumed_log_keeps_the_last_value_of_a_step_and_a_method_without_thres
                                       "val/mAP": [(2, 41.0)]}
     metrics = {"method": "an", "num_processes": 1, "best_epoch": 0, "best_val_mAP": 41.0,
                "epochs": [{"epoch": 0, "val_mAP": 41.0}],
-               "test": {"mAP": 50.0, "CF1": 10.0, "OF1": 12.5, "per_class_AP": [40.0, 60.0]}}
+               "test": {"mAP": 50.0, "CF1": 10.0, "OF1": 12.5, "CF1_val_thresholds": 30.0, "OF1_val_thresholds": 32.5,
+                        "per_class_AP": [40.0, 60.0]}}
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     write_report(tmp_path, ["cat", "dog"], {})
     report = (tmp_path / "report.md").read_text()
     assert "| 50.00 | 10.00 | 12.50 |" in report and "| 0 | 41.00 |" in report and "| loss | 0.7000 |" in report
-    assert "| dog | 60.00 |" in report and "thresholds" not in report
+    assert "chosen on the validation split and used by `ignore-predict`: CF1 30.00, OF1 32.50." in report
+    assert "| dog | 60.00 |" in report and "IGNORE's thresholds" not in report
     assert sorted(path.name for path in (tmp_path / "report").iterdir()) == ["losses.png", "per_class_ap.png",
                                                                             "val_map.png"]

@@ -14,8 +14,9 @@ from tqdm.auto import tqdm
 
 from ..errors import SPMLError
 from ..files import write_bytes_atomic, write_json_atomic
-from ..metrics import multilabel_metrics, results_table
-from ..models.export import add_test_metrics, settle_export
+from ..metrics import cf1_of1, f1_thresholds, multilabel_metrics, results_table
+from ..models.export import add_test_metrics, read_info, settle_export
+from ..models.predicting import decision_thresholds
 from .checkpoint import EXPORT, export_model, network, require_finite, save_checkpoint
 from .fn_scores import FNScoreCollector, histogram
 from .tracking import fn_score_line, log_histograms, log_pictures
@@ -139,10 +140,11 @@ def log_interval(run, meter, step):
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator, eval_logits=lambda output: output["logits"]):
-    """Metrics on clean labels over the whole split, from every rank, padding dropped.
+def evaluate(model, loader, accelerator, eval_logits=lambda output: output["logits"], thresholds=None):
+    """Metrics on clean labels over the whole split, from every rank, padding dropped; with the scores and labels.
 
-    eval_logits: the method's (Method.eval_logits), which BoostLU changes.
+    eval_logits: the method's (Method.eval_logits), which BoostLU changes. thresholds: the export's
+    per-class decision thresholds, at which CF1 and OF1 are also given (`CF1_val_thresholds`, ...).
     """
     model.eval()
     scores, labels = [], []
@@ -156,7 +158,10 @@ def evaluate(model, loader, accelerator, eval_logits=lambda output: output["logi
         scores.append(batch_scores.cpu())
         labels.append(batch_labels.cpu())
     scores, labels = torch.cat(scores).numpy(), torch.cat(labels).numpy()
-    return multilabel_metrics(scores, labels), scores.astype(np.float32)
+    metrics = multilabel_metrics(scores, labels)
+    if thresholds is not None:
+        metrics["CF1_val_thresholds"], metrics["OF1_val_thresholds"] = cf1_of1(scores, labels, thresholds)
+    return metrics, scores.astype(np.float32), labels
 
 
 def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
@@ -176,7 +181,7 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
             accelerator.log({f"epoch/{name}": value for name, value in last_epoch.items()}, step=progress.global_step)
             if progress.step_in_epoch < steps_per_epoch:
                 break  # stopped by train.max_steps or SIGTERM inside the epoch: no evaluation
-            val_metrics, _ = evaluate(run.model, val_loader, accelerator, run.method.eval_logits)
+            val_metrics, val_scores, val_labels = evaluate(run.model, val_loader, accelerator, run.method.eval_logits)
             calibration = run.method.calibrate(run.model, val_loader)  # what the next epochs apply
             val_logs = {"val/mAP": val_metrics["mAP"], **{f"val/{name}": value for name, value in calibration.items()}}
             accelerator.log(val_logs, step=progress.global_step)
@@ -188,8 +193,10 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
             accelerator.print(f"epoch {epoch}: val mAP {val_metrics['mAP']:.2f}" + fn_score_line(last_epoch))
             if val_metrics["mAP"] > progress.best_val_map:
                 progress.best_val_map, progress.best_epoch = val_metrics["mAP"], epoch
-                export_model(accelerator, run.model, {**export_info, "epoch": epoch, "val_mAP": val_metrics["mAP"]},
-                             output_dir)
+                # the decision thresholds travel with the weights they were chosen for
+                thresholds = f1_thresholds(val_scores, val_labels).tolist()
+                export_model(accelerator, run.model, {**export_info, "epoch": epoch, "val_mAP": val_metrics["mAP"],
+                                                      "decision_thresholds": thresholds}, output_dir)
             progress.epoch, progress.step_in_epoch = epoch + 1, 0
             save_checkpoint(run)
     if progress.step_in_epoch:
@@ -209,7 +216,8 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
         settle_export(output_dir / EXPORT)  # a run killed while swapping exports, resumed after its best epoch
     accelerator.wait_for_everyone()
     network(accelerator, run.model).load_state_dict(load_file(str(output_dir / EXPORT / "model.safetensors")))
-    test_metrics, test_scores = evaluate(run.model, test_loader, accelerator, run.method.eval_logits)
+    thresholds = decision_thresholds(read_info(output_dir / EXPORT))
+    test_metrics, test_scores, _ = evaluate(run.model, test_loader, accelerator, run.method.eval_logits, thresholds)
     skipped = int(accelerator.reduce(torch.tensor(skipped, device=accelerator.device), reduction="sum"))  # all ranks
     summary = {"method": run.config.method.name, "best_epoch": run.progress.best_epoch,
                "best_val_mAP": run.progress.best_val_map, "test": test_metrics, "last_epoch_train": last_epoch,
@@ -226,7 +234,8 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
                     step=run.progress.global_step)
     accelerator.print(results_table(class_names, test_metrics, "test"))
     accelerator.print(f"test (best epoch {run.progress.best_epoch}): mAP {test_metrics['mAP']:.2f}  "
-                      f"CF1 {test_metrics['CF1']:.2f}  OF1 {test_metrics['OF1']:.2f}"
+                      f"CF1 {test_metrics['CF1']:.2f}  OF1 {test_metrics['OF1']:.2f}  (at the validation thresholds: "
+                      f"CF1 {test_metrics['CF1_val_thresholds']:.2f}  OF1 {test_metrics['OF1_val_thresholds']:.2f})"
                       + (f"  ({skipped} unreadable training images skipped)" if skipped else ""))
 
 
