@@ -1,9 +1,11 @@
 """Compare methods on the same data, seeds, model and budget: a table and a chart.
 
-    python -m ignore.compare --methods an ll_r ignore --seeds 0 1 2 --out DIR [--processes N] [key=value ...]
+    python -m ignore.compare --methods an ll_r ignore --seeds 0 1 2 --out DIR [--processes N] [--config FILE | NAME]
+                             [key=value ...]
 
 Each (method, seed) is one training run (`python -m ignore.train`) in DIR/<method>/seed<S>, with the overrides applied
-to every run (so every method gets the same data, model and budget). A method may carry its
+to every run (so every method gets the same data, model and budget), on top of --config (a YAML
+file or a shipped recipe's name, as for ignore-train) when given. A method may carry its
 own overrides, `NAME:key=value,key=value` (e.g. `ignore:model.backbone=resnet18`); it is
 then a row of its own. A run is finished when its metrics.json exists and its config.yaml
 matches the settings asked for: finished runs are reused, an interrupted one resumes from
@@ -65,13 +67,13 @@ def launcher(processes):
             "--num_machines", "1", "--dynamo_backend", "no", "-m", "ignore.train"]
 
 
-def ensure_run(directory, overrides, processes, threads=None):
+def ensure_run(directory, overrides, processes, threads=None, config=None):
     """The run's metrics (a dict), training it first unless a finished run with these settings is there.
 
-    threads: OMP_NUM_THREADS of each training process (None: inherited)."""
+    threads: OMP_NUM_THREADS of each training process (None: inherited); config: --config of each run."""
     overrides = merged_overrides(overrides, [f"train.output_dir={directory}"])
     # also checks every override before any training
-    wanted = dataclasses.asdict(load_config(None, overrides, setting_choices()))
+    wanted = dataclasses.asdict(load_config(config, overrides, setting_choices()))
     saved_config = directory / "config.yaml"
     if saved_config.is_file():
         changed = differences(yaml.safe_load(saved_config.read_text()), wanted)
@@ -80,7 +82,8 @@ def ensure_run(directory, overrides, processes, threads=None):
                             "use another --out or delete it")
     metrics = directory / "metrics.json"
     if not metrics.is_file():
-        command = [*launcher(processes), *merged_overrides(overrides, ["train.resume=auto"])]
+        command = [*launcher(processes), *(["--config", config] if config else []),
+                   *merged_overrides(overrides, ["train.resume=auto"])]
         print("$", " ".join(command), flush=True)
         directory.mkdir(parents=True, exist_ok=True)
         with open(directory / "train.log", "w") as log:
@@ -187,7 +190,7 @@ def plot(rows, path):
     partial.replace(path)
 
 
-def compare(methods, seeds, out, overrides, processes=1):
+def compare(methods, seeds, out, overrides, processes=1, config=None):
     """Train what is missing, write comparison.md and comparison.png; returns the markdown."""
     out = Path(out)
     if len(set(methods)) != len(methods):
@@ -198,11 +201,13 @@ def compare(methods, seeds, out, overrides, processes=1):
             label, method_overrides = parse_method(entry)
             runs = results.setdefault(label, {})
             runs[seed] = ensure_run(run_dir(out, label, seed),
-                                    merged_overrides(overrides, method_overrides, [f"train.seed={seed}"]), processes)
+                                    merged_overrides(overrides, method_overrides, [f"train.seed={seed}"]), processes,
+                                    config=config)
     rows = summarise(results, seeds)
     text = "\n".join([
         "# Comparison", "",
-        f"Settings for every run: {' '.join(overrides) or '(defaults)'}; {processes} process(es) a run.",
+        f"Settings for every run: {' '.join(([f'--config {config}'] if config else []) + overrides) or '(defaults)'}; "
+        f"{processes} process(es) a run.",
         "Test mAP in percent; std over seeds (n - 1). FN precision/recall: of the entries a method rejects or "
         "corrects in its last epoch, the share that are false negatives, and the share of the false negatives "
         "it finds (from the clean training labels, which no loss reads).", "",
@@ -220,11 +225,12 @@ def main(argv=None):
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--out", default="runs/compare")
     parser.add_argument("--processes", type=int, default=1, help="processes a run (accelerate launch when > 1)")
+    parser.add_argument("--config", help="a YAML file of settings, or a shipped recipe's name, for every run")
     parser.add_argument("overrides", nargs="*", help="settings for every run, e.g. train.epochs=4")
     args = parser.parse_intermixed_args(argv)
     if args.processes < 1:
         raise SPMLError(f"--processes must be at least 1, got {args.processes}")
-    print(compare(args.methods, args.seeds, args.out, args.overrides, args.processes))
+    print(compare(args.methods, args.seeds, args.out, args.overrides, args.processes, args.config))
 
 
 if __name__ == "__main__":

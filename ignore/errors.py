@@ -1,4 +1,5 @@
 """User-facing errors: one line that names the file, row or key, and a non-zero exit."""
+import errno
 import functools
 import json
 import os
@@ -11,13 +12,14 @@ class SPMLError(Exception):
 
 
 EXIT_CODE = 2
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 WORKER_PREFIX = f"Caught {SPMLError.__name__} in DataLoader worker process"
 
 
 def exit_on_error(main):
     """Run `main`; an SPMLError becomes `error: <message>` on stderr and exit code 2.
 
-    Only SPMLError is caught: any other exception is a bug and keeps its traceback.
+    Only SPMLError and a full disk are caught: any other exception is a bug and keeps its traceback.
     """
 
     @functools.wraps(main)
@@ -25,10 +27,12 @@ def exit_on_error(main):
         try:
             return main(*args, **kwargs)
         except SPMLError as error:
-            line = f"error: {own_message(error)}"
-            print(line, file=sys.stderr)
-            tell_the_launcher(line)
-            sys.exit(EXIT_CODE)
+            stop(f"error: {own_message(error)}")
+        except OSError as error:
+            if error.errno not in DISK_FULL:
+                raise
+            # a write that has no handler of its own (TensorBoard's, say): the disk, not a bug
+            stop(f"error: {error.filename or 'writing'}: {error.strerror}")
         except RuntimeError as error:
             if not lost_a_peer(error):
                 raise
@@ -37,6 +41,12 @@ def exit_on_error(main):
             sys.exit(EXIT_CODE)
 
     return wrapper
+
+
+def stop(line):
+    print(line, file=sys.stderr)
+    tell_the_launcher(line)
+    sys.exit(EXIT_CODE)
 
 
 def own_message(error):

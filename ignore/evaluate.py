@@ -1,4 +1,5 @@
-"""Evaluate an exported model on a split of a dataset: mAP, per-class AP, CF1, OF1.
+"""Evaluate an exported model on a split of a dataset: mAP, per-class AP, CF1, OF1 (at 0.5 and at the model's
+decision thresholds).
 
     python -m ignore.evaluate --model runs/demo/export [--data DATASET] [--split test] [--out metrics.json]
     accelerate launch -m ignore.evaluate --model ... --data ...     # a large test set on every GPU
@@ -54,14 +55,16 @@ def main(argv=None):
     dataset = SPMLImageDataset(data.splits[args.split], data.image_root, {"image": preprocessing(model)})
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_skipping)
     loader = accelerator.prepare(loader)  # each process a shard; the model needs no DDP wrapper to infer
-    metrics, _ = evaluate(model.to(accelerator.device), loader, accelerator, split=args.split)
+    metrics, _, _ = evaluate(model.to(accelerator.device), loader, accelerator, thresholds=model.thresholds,
+                             split=args.split)
     summary = {"model": str(args.model), "data": args.data or "demo", "split": args.split, "images": len(dataset),
                **metrics}
     if accelerator.is_main_process and args.out:
         write_json_atomic(Path(args.out), summary)
     accelerator.print(results_table(data.class_names, metrics, args.split))
     accelerator.print(f"{args.split} ({len(dataset)} images): mAP {metrics['mAP']:.2f}  CF1 {metrics['CF1']:.2f}  "
-                      f"OF1 {metrics['OF1']:.2f}")
+                      f"OF1 {metrics['OF1']:.2f}  (at the model's decision thresholds: CF1 "
+                      f"{metrics['CF1_val_thresholds']:.2f}  OF1 {metrics['OF1_val_thresholds']:.2f})")
 
 
 def abridged(names, shown=8):

@@ -1,4 +1,5 @@
-"""Multi-label metrics: per-class average precision (sklearn's definition), mAP, CF1, OF1."""
+"""Multi-label metrics: per-class average precision (sklearn's definition), mAP, CF1, OF1, and the
+per-class decision thresholds that maximise F1."""
 import numpy as np
 
 
@@ -34,20 +35,61 @@ def multilabel_metrics(scores, labels, threshold=0.5):
     without_positive = np.isnan(per_class)
     per_class = np.where(without_positive, 0.0, per_class)
 
-    predicted = scores >= threshold
-    true_positive = (predicted & labels).sum(axis=0)
-    class_precision = true_positive / np.maximum(predicted.sum(axis=0), 1)
-    class_recall = true_positive / np.maximum(labels.sum(axis=0), 1)
-    cp, cr = class_precision.mean(), class_recall.mean()
-    op = true_positive.sum() / max(predicted.sum(), 1)
-    overall_recall = true_positive.sum() / max(labels.sum(), 1)
+    class_f1, overall_f1 = cf1_of1(scores, labels, threshold)
     return {
         "mAP": 100 * per_class.mean(),
         "per_class_AP": (100 * per_class).tolist(),
-        "CF1": 100 * f1(cp, cr),
-        "OF1": 100 * f1(op, overall_recall),
+        "CF1": class_f1,
+        "OF1": overall_f1,
         "classes_without_positive": int(without_positive.sum()),
     }
+
+
+def cf1_of1(scores, labels, threshold=0.5):
+    """CF1 and OF1 in percent at `threshold`: one probability, or one per class (C,).
+
+    CF1 is the F1 of the per-class mean precision and mean recall, OF1 the F1 of all the
+    predictions pooled: the multi-label literature's definitions.
+    """
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels) == 1
+    predicted = scores >= np.asarray(threshold, dtype=np.float64)
+    true_positive = (predicted & labels).sum(axis=0)
+    class_precision = true_positive / np.maximum(predicted.sum(axis=0), 1)
+    class_recall = true_positive / np.maximum(labels.sum(axis=0), 1)
+    overall_precision = true_positive.sum() / max(predicted.sum(), 1)
+    overall_recall = true_positive.sum() / max(labels.sum(), 1)
+    return 100 * f1(class_precision.mean(), class_recall.mean()), 100 * f1(overall_precision, overall_recall)
+
+
+def f1_thresholds(scores, labels, fallback=0.5):
+    """Per class, the probability threshold (predict at or above it) with the highest F1 on (scores, labels).
+
+    Each distinct score of a class is a candidate cut; of the cuts with the best F1 the highest wins
+    (the fewest predictions), and the threshold goes midway between the lowest score it predicts and the
+    next lower one, so that a new image scoring a little under the last positive kept is still predicted.
+    A class without a positive here has no F1 to maximise: it gets the median threshold of the classes
+    that have one (the downward pull of the assumed negatives is shared by every class), or `fallback`
+    when no class has a positive.
+    """
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels) == 1
+    thresholds = np.array([best_f1_cut(scores[:, c], labels[:, c]) for c in range(labels.shape[1])])
+    chosen = ~np.isnan(thresholds)
+    return np.where(chosen, thresholds, np.median(thresholds[chosen]) if chosen.any() else fallback)
+
+
+def best_f1_cut(scores, labels):
+    """The F1-maximising threshold of one class (see f1_thresholds); nan when it has no positive."""
+    num_positive = labels.sum()
+    if num_positive == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="mergesort")
+    scores, labels = scores[order], labels[order]
+    last_of_tie = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]  # one cut per distinct score
+    true_positives = np.cumsum(labels)[last_of_tie]
+    f1_at_cut = 2 * true_positives / (last_of_tie + 1 + num_positive)
+    last = last_of_tie[np.argmax(f1_at_cut)]  # argmax: the first best, the highest cut
+    lowest_kept = scores[last]
+    return float(lowest_kept if last == len(scores) - 1 else (lowest_kept + scores[last + 1]) / 2)
 
 
 def f1(precision, recall):

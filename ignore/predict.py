@@ -3,6 +3,9 @@
     python -m ignore.predict --model runs/demo/export photos/ a.jpg [--threshold 0.5] [--top-k 3]
                              [--out preds.csv | preds.jsonl] [--batch-size 64] [--num-workers 2]
 
+A class is predicted at or above its own decision threshold, chosen on the validation split when the
+model was trained and stored in the export; --threshold sets one probability for every class instead.
+
 Folders are searched recursively for files with an image extension PIL knows; a file named on
 the command line is always tried. One process, on Accelerate's device (a GPU when there is one). An
 unreadable image is named on stderr and counted, the rest are predicted (exit 0); when none
@@ -24,7 +27,7 @@ from tqdm.auto import tqdm
 from .data.images import open_rgb
 from .errors import SPMLError, exit_on_error
 from .files import require_writable_file, write_text_atomic
-from .inference import load_export, preprocessing
+from .inference import labels_at, load_export, preprocessing
 
 IMAGE_EXTENSIONS = frozenset(extension.lower() for extension in Image.registered_extensions())
 
@@ -74,7 +77,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="an export folder (runs/NAME/export) or a Hub repository")
     parser.add_argument("inputs", nargs="*", metavar="IMAGES_OR_FOLDERS")
-    parser.add_argument("--threshold", type=float, default=0.5, help="a class is predicted at this probability or above")
+    parser.add_argument("--threshold", type=float, help="predict every class at this probability or above (default: "
+                        "each class's threshold stored in the export; 0.5 for an export without them)")
     parser.add_argument("--top-k", type=int, default=0, help="predict at most K classes per image, most probable first")
     parser.add_argument("--out", help="write the predictions to a .csv or .jsonl file instead of stdout")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -90,16 +94,25 @@ def parse_args(argv):
                              ("--num-workers", args.num_workers, 0)):
         if value < low:
             raise SPMLError(f"{name} must be >= {low}, got {value}")
-    if not 0 <= args.threshold <= 1:
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
         raise SPMLError(f"--threshold must be within [0, 1], got {args.threshold}")
     return args
 
 
-def predicted(probabilities, class_names, threshold, top_k):
-    """[(class, probability)] at or above the threshold, most probable first, at most top_k (0: all)."""
-    ranked = sorted(zip(class_names, probabilities), key=lambda pair: -pair[1])
-    kept = [(name, probability) for name, probability in ranked if probability >= threshold]
+def predicted(probabilities, class_names, thresholds, top_k):
+    """[(class, probability)] at or above each class's threshold, most probable first, at most top_k (0: all)."""
+    kept = labels_at(probabilities, class_names, thresholds)
     return kept[:top_k] if top_k else kept
+
+
+def thresholds_of(model, threshold):
+    """--threshold for every class, else the export's own; an export without them is said to fall back to 0.5."""
+    if threshold is not None:
+        return [threshold] * len(model.class_names)
+    if "decision_thresholds" not in model.export_info:
+        print("this export stores no decision thresholds (trained by an earlier version): 0.5 for every class",
+              file=sys.stderr)
+    return model.thresholds
 
 
 @exit_on_error
@@ -125,31 +138,31 @@ def main(argv=None):
     if not probabilities:
         raise SPMLError(f"none of the {len(files)} images could be read (named above)")
     rows = [(str(files[index]), probabilities[index]) for index in sorted(probabilities)]
-    write_predictions(rows, model.class_names, args)
+    write_predictions(rows, model.class_names, thresholds_of(model, args.threshold), args.top_k, args.out)
     print(f"{len(rows)} images predicted, {len(unreadable)} unreadable" + (" (named above)" if unreadable else ""),
           file=sys.stderr)
 
 
-def write_predictions(rows, class_names, args):
+def write_predictions(rows, class_names, thresholds, top_k, out):
     """stdout lines, a CSV (path, predicted, one probability column per class) or JSON lines."""
-    if not args.out:
+    if not out:
         for path, row in rows:
-            labels = predicted(row, class_names, args.threshold, args.top_k)
+            labels = predicted(row, class_names, thresholds, top_k)
             print(f"{path}: " + (", ".join(f"{name} {probability:.3f}" for name, probability in labels) or "-"))
         return
     text = io.StringIO()
-    if args.out.endswith(".csv"):
+    if out.endswith(".csv"):
         writer = csv.writer(text)
         writer.writerow(["path", "predicted", *class_names])
         for path, row in rows:
-            labels = predicted(row, class_names, args.threshold, args.top_k)
+            labels = predicted(row, class_names, thresholds, top_k)
             writer.writerow([path, ";".join(name for name, _ in labels), *(f"{value:.8g}" for value in row)])
     else:
         for path, row in rows:
-            labels = predicted(row, class_names, args.threshold, args.top_k)
+            labels = predicted(row, class_names, thresholds, top_k)
             text.write(json.dumps({"path": path, "predicted": [name for name, _ in labels],
                                    "probabilities": dict(zip(class_names, row))}) + "\n")
-    write_text_atomic(args.out, text.getvalue())
+    write_text_atomic(out, text.getvalue())
 
 
 if __name__ == "__main__":

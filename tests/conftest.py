@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny dataset in our format, made here (nothing is downloaded)."""
+"""Shared fixtures: a tiny dataset in our format, made here (nothing is downloaded); no failure with a traceback."""
+import subprocess
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -38,3 +40,34 @@ def tiny_dataset(tmp_path_factory):
     write_dataset(root, splits, [f"class{index}" for index in range(NUM_CLASSES)],
                   image_root="images", source="tiny-test", protocol=protocol)
     return root
+
+
+LAUNCHER_FAILURE = "torch.distributed.elastic.multiprocessing.errors.ChildFailedError"
+TRACEBACK = "Traceback (most recent call last):"
+
+
+def tracebacks_of_ours(output):
+    """The exception lines of the tracebacks in `output`, but the launcher's own: `accelerate launch`
+    (torchrun) reports a failed process with a ChildFailedError traceback that is not ours to change."""
+    found = []
+    for block in output.split(TRACEBACK)[1:]:
+        raised = next((line for line in block.splitlines() if line and not line.startswith((" ", "\t"))), "")
+        if not raised.startswith(LAUNCHER_FAILURE):
+            found.append(raised)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def every_failure_is_one_line_without_a_traceback(monkeypatch):
+    """Every command a test runs that fails (a non-zero exit) must say why without a traceback."""
+    real_run, failures = subprocess.run, []
+
+    def run(*args, **kwargs):
+        result = real_run(*args, **kwargs)
+        if result.returncode and isinstance(result.stderr, str):
+            failures.extend((result.args, raised) for raised in tracebacks_of_ours((result.stdout or "") + result.stderr))
+        return result
+
+    monkeypatch.setattr(subprocess, "run", run)
+    yield
+    assert not failures, f"a failure ended in a traceback: {failures}"

@@ -5,7 +5,10 @@ import sys
 
 import pytest
 
-from ignore.compare import differences, fn_precision_recall, parse_method
+from ignore.compare import differences, ensure_run, fn_precision_recall, parse_method
+from ignore.config import load_config, save_config
+from ignore.errors import SPMLError
+from ignore.train import setting_choices
 
 
 def run_compare(*args, cwd):
@@ -45,3 +48,15 @@ def test_differences_name_the_changed_keys_and_ignore_resume():
 ])
 def test_a_method_entry_may_carry_its_own_overrides(entry, label, overrides):
     assert parse_method(entry) == (label, overrides)
+
+
+def test_a_recipe_is_part_of_the_settings_a_finished_run_is_matched_against(tmp_path):
+    directory = tmp_path / "an" / "seed0"
+    directory.mkdir(parents=True)
+    finished = load_config("ignore_mobilenet_demo", ["method.name=an", f"train.output_dir={directory}"],
+                           setting_choices())
+    save_config(finished, directory / "config.yaml")
+    (directory / "metrics.json").write_text('{"test": {"mAP": 61.5}}')
+    assert ensure_run(directory, ["method.name=an"], 1, config="ignore_mobilenet_demo") == {"test": {"mAP": 61.5}}
+    with pytest.raises(SPMLError, match=r"holds a run with other settings \(data.image_size: 96 -> 64; "):
+        ensure_run(directory, ["method.name=an"], 1)  # without the recipe: the defaults' small_cnn at 64 px

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+import yaml
 from huggingface_hub import HfApi, PyTorchModelHubMixin
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -115,7 +116,7 @@ def test_the_card_names_the_metrics_and_the_upload_sends_exactly_the_export(tmp_
                                            "classes_without_positive": 0})
     card = (tmp_path / "export" / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: ignore-spml\n")
-    assert "| test | 61.23 | 40.50 | 42.25 |" in card and "| car | 53.70 |" in card
+    assert "| test | 61.23 | 40.50 | 42.25 |" in card and "| car | 0.5000 | 53.70 |" in card  # no thresholds: 0.5
     assert "python train.py method.warm_up=1" in card and "val mAP 55.50" in card
     assert json.loads((tmp_path / "export" / "config.json").read_text())["test"]["mAP"] == 61.234
 
@@ -171,3 +172,65 @@ def test_a_swap_killed_half_way_is_settled_at_the_next_load_or_write(tmp_path):
     write_export(target, network, info_for("small_cnn", epoch=3))
     assert sorted(path.name for path in tmp_path.iterdir()) == ["export"]
     assert load_export(target).export_info["epoch"] == 3
+
+
+def test_the_decision_thresholds_travel_in_the_export_and_an_export_without_them_falls_back_to_half(tmp_path):
+    write_export(tmp_path / "new", trained("small_cnn"), info_for("small_cnn", decision_thresholds=[0.2, 0.05, 0.7]))
+    assert load_export(tmp_path / "new").thresholds == [0.2, 0.05, 0.7]
+    write_export(tmp_path / "old", trained("small_cnn"), info_for("small_cnn"))
+    assert load_export(tmp_path / "old").thresholds == [0.5, 0.5, 0.5]
+    config = tmp_path / "new" / "config.json"
+    config.write_text(config.read_text().replace('"decision_thresholds": [', '"decision_thresholds": [0.1, '))
+    with pytest.raises(SPMLError, match=r"^config.json: 4 decision_thresholds for 3 classes$"):
+        load_export(tmp_path / "new").thresholds
+
+
+def card_metadata(export):
+    """The YAML front matter of an export's model card, parsed."""
+    front_matter = (export / "README.md").read_text().split("---\n")[1]
+    return yaml.safe_load(front_matter)
+
+
+TESTED = {"mAP": 61.234, "CF1": 40.5, "OF1": 42.25, "CF1_val_thresholds": 55.125, "OF1_val_thresholds": 57.0,
+          "per_class_AP": [70.0, 60.0, 53.7], "classes_without_positive": 0}
+
+
+@pytest.mark.parametrize("backbone, pretrained, base_model", [
+    ("resnet18", "imagenet", "timm/resnet18.tv_in1k"),
+    ("resnet18", "", None),
+    ("mobilenet_v2", "DEFAULT", None),  # torchvision's MobileNetV2 weights have no copy on the Hub: text only
+])
+def test_the_cards_metadata_holds_the_results_and_the_base_model(tmp_path, backbone, pretrained, base_model):
+    model = {"name": "cam", "backbone": backbone, "pretrained": "", "q2l_heads": 4, "q2l_dropout": 0.1}
+    training = {"command": "ignore-train", "num_processes": 1, "config": {"model": {**model, "pretrained": pretrained}}}
+    info = {**info_for(backbone, training=training, decision_thresholds=[0.25, 0.125, 0.5]), "model": model,
+            "source": "voc2012"}
+    write_export(tmp_path / "export", CAMClassifier(backbone, 3), info)
+    add_test_metrics(tmp_path / "export", TESTED)
+    metadata = card_metadata(tmp_path / "export")
+    assert metadata.get("base_model") == base_model
+    assert metadata["library_name"] == "ignore-spml" and metadata["pipeline_tag"] == "image-classification"
+    (result,) = metadata["model-index"][0]["results"]
+    assert result["dataset"] == {"name": "voc2012", "type": "voc2012", "split": "test"}
+    metrics = {metric["type"]: metric["value"] for metric in result["metrics"]}
+    assert metrics == {"mAP": 61.23, "CF1": 55.12, "OF1": 57.0}  # CF1, OF1 at the thresholds: what predict gives
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "q2l_" not in card  # a CAM model's card holds no Query2Label settings, in the text or the config
+    assert "| dog | 0.1250 | 60.00 |" in card and "SPMLClassifier.from_export(" in card and "## Limitations" in card
+    if pretrained:
+        weights = "IMAGENET1K_V2" if pretrained == "DEFAULT" else "IMAGENET1K_V1"
+        assert f"torchvision's ImageNet `{backbone}` weights `{weights}`" in card
+
+
+def test_a_query2label_card_keeps_its_settings_and_an_untested_one_has_no_results(tmp_path):
+    from ignore.config import ModelConfig
+    from ignore.models.build import build_model, model_settings
+
+    config = ModelConfig(name="q2l", q2l_hidden_dim=16, q2l_heads=2, q2l_ffn_dim=32)
+    info = {**info_for("small_cnn"), "model": model_settings(config)}
+    write_export(tmp_path / "export", build_model(config, 3), info)
+    metadata = card_metadata(tmp_path / "export")
+    assert "model-index" not in metadata and "base_model" not in metadata
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "`q2l_heads=2`" in card and "Not tested yet" in card
+    assert "stores no decision thresholds" in card and "| cat | 0.5000 | - |" in card

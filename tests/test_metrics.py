@@ -3,9 +3,9 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, f1_score
 
-from ignore.metrics import average_precision, multilabel_metrics
+from ignore.metrics import average_precision, cf1_of1, f1_thresholds, multilabel_metrics
 
 
 def random_case(seed, num_rows=40):
@@ -103,3 +103,56 @@ def test_threshold_changes_f1_but_not_map():
     assert metrics["CF1"] == pytest.approx(100 * 8 / 15)
     assert metrics["OF1"] == pytest.approx(50.0)
     assert metrics["mAP"] == pytest.approx(100 * 35 / 36)
+
+
+def test_cf1_of1_take_one_threshold_per_class():
+    # thresholds (0.95, 0.5, 0.65): predicted class 0: none; class 1: rows 1, 2 (1 TP); class 2: row 3 (TP).
+    # CP = (0 + 1/2 + 1)/3 = 1/2; CR = (0 + 1 + 1/2)/3 = 1/2; CF1 = 1/2.  OP = 2/3; OR = 2/6; OF1 = 4/9
+    assert cf1_of1(SCORES, LABELS, [0.95, 0.5, 0.65]) == pytest.approx((50.0, 100 * 4 / 9))
+    assert cf1_of1(SCORES, LABELS, [0.5] * 3) == cf1_of1(SCORES, LABELS, 0.5)
+
+
+# 6 images x 4 classes, each column a case worked out below (F1 = 2 TP / (predicted + positives))
+F1_SCORES = np.array([
+    [0.9, 0.7, 0.9, 0.6],
+    [0.8, 0.7, 0.8, 0.5],
+    [0.6, 0.6, 0.7, 0.4],
+    [0.4, 0.2, 0.6, 0.3],
+    [0.3, 0.2, 0.2, 0.2],
+    [0.1, 0.1, 0.1, 0.1],
+])
+F1_LABELS = np.array([
+    [1, 1, 1, 0],
+    [0, 0, 0, 0],
+    [1, 1, 0, 0],
+    [1, 0, 1, 0],
+    [0, 0, 0, 0],
+    [0, 0, 0, 0],
+])
+# class 0 (3 positives), cut below each score: F1 = 2/4, 2/5, 4/6, 6/7, 6/8, 6/9: best below 0.4, so
+#   midway to the next score: (0.4 + 0.3) / 2 = 0.35
+# class 1 (2 positives; 0.7 and 0.2 tied, one cut each): below 0.7 F1 = 2/4, below 0.6 4/5, below 0.2 4/7,
+#   below 0.1 4/8: best below 0.6: (0.6 + 0.2) / 2 = 0.4
+# class 2 (2 positives): F1 = 2/3, 2/4, 2/5, 4/6, 4/7, 4/8: below 0.9 and below 0.6 tie at 2/3; the higher
+#   cut wins (fewer predictions): (0.9 + 0.8) / 2 = 0.85
+# class 3: no positive, no F1: the median of the others' (0.35, 0.4, 0.85) = 0.4
+
+
+def test_f1_thresholds_by_hand():
+    np.testing.assert_allclose(f1_thresholds(F1_SCORES, F1_LABELS), [0.35, 0.4, 0.85, 0.4], atol=1e-12)
+    # every image positive: the best cut predicts them all, at the lowest score itself
+    assert f1_thresholds([[0.3], [0.2]], [[1], [1]]).tolist() == [0.2]
+    # no class with a positive: nothing to choose from, the fallback
+    assert f1_thresholds(F1_SCORES[:, 3:], F1_LABELS[:, 3:]).tolist() == [0.5]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_f1_thresholds_reach_the_best_f1_of_each_class_as_sklearn_counts_it(seed):
+    scores, labels = zip(*(random_case(seed * 10 + column, num_rows=30) for column in range(10)))
+    scores, labels = np.stack(scores, axis=1), np.stack(labels, axis=1)
+    for column, threshold in enumerate(f1_thresholds(scores, labels)):
+        # every cut tried: F1 = 2 TP / (predicted + positives)
+        cuts = scores[:, column][None, :] >= np.unique(scores[:, column])[:, None]
+        positive = labels[:, column] == 1
+        best = (2 * (cuts & positive).sum(1) / (cuts.sum(1) + positive.sum())).max()
+        assert f1_score(labels[:, column], scores[:, column] >= threshold) == pytest.approx(best, abs=1e-12)

@@ -21,13 +21,15 @@ def test_a_resumed_log_keeps_the_last_value_of_a_step_and_a_method_without_thres
                                       "val/mAP": [(2, 41.0)]}
     metrics = {"method": "an", "num_processes": 1, "best_epoch": 0, "best_val_mAP": 41.0,
                "epochs": [{"epoch": 0, "val_mAP": 41.0}],
-               "test": {"mAP": 50.0, "CF1": 10.0, "OF1": 12.5, "per_class_AP": [40.0, 60.0]}, "train_seconds": 61.4}
+               "test": {"mAP": 50.0, "CF1": 10.0, "OF1": 12.5, "CF1_val_thresholds": 30.0, "OF1_val_thresholds": 32.5,
+                        "per_class_AP": [40.0, 60.0]}, "train_seconds": 61.4}
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     save_config(load_config(), tmp_path / "config.yaml")
     write_report(tmp_path, ["cat", "dog"], {})
     report = (tmp_path / "report.md").read_text()
     assert "| 50.00 | 10.00 | 12.50 |" in report and "| 0 | 41.00 |" in report and "| loss | 0.7000 |" in report
-    assert "| dog | 60.00 |" in report and "thresholds" not in report
+    assert "chosen on the validation split and used by `ignore-predict`: CF1 30.00, OF1 32.50." in report
+    assert "| dog | 60.00 |" in report and "IGNORE's thresholds" not in report
     assert sorted(path.name for path in (tmp_path / "report").iterdir()) == ["losses.png", "per_class_ap.png",
                                                                             "val_map.png"]
 
@@ -43,8 +45,8 @@ def test_ignores_report_marks_the_warm_up_names_zero_series_and_shows_aurocs_pic
                "train": {"gap_auroc": 0.5 + 0.1 * epoch, "drop_auroc": 0.6 + 0.1 * epoch, "loss": 1.0}}
               for epoch in range(3)]
     metrics = {"method": "ignore", "num_processes": 2, "best_epoch": 2, "best_val_mAP": 36.0, "epochs": epochs,
-               "test": {"mAP": 50.0, "CF1": 10.0, "OF1": 12.5, "per_class_AP": [40.0, 60.0, 20.0]},
-               "train_seconds": 125.4}
+               "test": {"mAP": 50.0, "CF1": 10.0, "OF1": 12.5, "CF1_val_thresholds": 30.0, "OF1_val_thresholds": 32.5,
+                        "per_class_AP": [40.0, 60.0, 20.0]}, "train_seconds": 125.4}
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     save_config(load_config(overrides=["method.warm_up=2", "optim.lr=0.02"]), tmp_path / "config.yaml")
     panels = torch.zeros(2, 3, 3, 8, 8)  # 2 images, 3 columns

@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -13,6 +14,7 @@ from ignore.config import load_config, save_config
 from ignore.errors import SPMLError
 from ignore.train import main
 from ignore.training.resume_settings import require_same_settings
+from ignore.training.run_folder import LOCK
 from test_train import PYTHON, REPO, logged_lines, run_train, tiny_run_overrides
 
 # 32 train images / batch 8 = 4 steps: one epoch, its checkpoint, the export, metrics.json and the report
@@ -28,7 +30,8 @@ def finished_run(tiny_dataset, tmp_path_factory):
 
 
 def files_and_times(folder):
-    return {str(path.relative_to(folder)): path.stat().st_mtime_ns for path in folder.rglob("*")}
+    """Every file's time, but the lock's: a refused resume takes the lock before it compares settings."""
+    return {str(path.relative_to(folder)): path.stat().st_mtime_ns for path in folder.rglob("*") if path.name != LOCK}
 
 
 def last_error_line(capsys):
@@ -55,7 +58,7 @@ def test_overwrite_replaces_the_previous_runs_outputs(finished_run, tiny_dataset
                                            "train.keep_checkpoints=1", "train.tracker=none"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert [path.name for path in (run_dir / "checkpoints").iterdir()] == ["step-000000001"]
-    assert sorted(path.name for path in run_dir.iterdir()) == ["checkpoints", "config.yaml", "scalars.jsonl",
+    assert sorted(path.name for path in run_dir.iterdir()) == [".lock", "checkpoints", "config.yaml", "scalars.jsonl",
                                                                "train.log"]
     assert logged_lines(run_dir) == result.stdout.splitlines()  # the old run's lines are gone
     steps = {json.loads(line)["step"] for line in (run_dir / "scalars.jsonl").read_text().splitlines()}
@@ -114,7 +117,7 @@ def logged_steps(run_dir):
             if "train/loss" in line]
 
 
-def test_sigterm_checkpoints_at_the_next_step_and_resume_continues_from_there(tiny_dataset, tmp_path):
+def test_a_second_run_meanwhile_is_refused_sigterm_checkpoints_and_resume_continues(tiny_dataset, tmp_path, capsys):
     run_dir = tmp_path / "run"
     settings = tiny_run_overrides(tiny_dataset, run_dir, "train.epochs=50", "data.num_workers=2")  # never finishes
     # its own session, signalled as a scheduler does a job: every process, the DataLoader workers too
@@ -125,6 +128,13 @@ def test_sigterm_checkpoints_at_the_next_step_and_resume_continues_from_there(ti
     while not ((run_dir / "scalars.jsonl").is_file() and logged_steps(run_dir)):  # the first step is done
         assert training.poll() is None and time.monotonic() < deadline, training.communicate()[1][-3000:]
         time.sleep(0.05)
+    # a second run into the folder meanwhile (a resume: a fresh one would first meet the first run's files)
+    with pytest.raises(SystemExit) as refused:
+        main(tiny_run_overrides(tiny_dataset, run_dir, "train.epochs=50", "train.resume=auto"))
+    assert refused.value.code == 2
+    assert last_error_line(capsys) == (
+        f"error: train.output_dir {run_dir}: another run (process {training.pid} on {socket.gethostname()}) is "
+        "training into it now; wait for it to end, or choose another train.output_dir")
     os.killpg(training.pid, signal.SIGTERM)
     out, err = training.communicate(timeout=300)
     assert training.returncode == 143, err[-3000:]

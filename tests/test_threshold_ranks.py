@@ -1,5 +1,5 @@
-"""IGNORE's thresholds under a real 2-process launch: bitwise equal on both ranks and
-equal to one process that sees the whole global batch."""
+"""Under a real 2-process launch: IGNORE's thresholds bitwise equal on both ranks and equal to one process that
+sees the whole global batch; a SIGTERM that reaches one rank stops both at the same step."""
 import json
 
 import pytest
@@ -7,7 +7,7 @@ import pytest
 from launching import run_worker
 
 
-def test_thresholds_match_across_ranks_and_the_single_process_computation(tmp_path):
+def test_thresholds_and_the_preemption_flag_agree_across_ranks(tmp_path):
     out = tmp_path / "thresholds.json"
     run_worker("threshold_ranks_worker.py", out)
     values = json.loads(out.read_text())
@@ -15,3 +15,4 @@ def test_thresholds_match_across_ranks_and_the_single_process_computation(tmp_pa
     assert rank0 == rank1  # the same bits (hex floats) on both ranks
     assert values["rank0"][0] > 0
     assert values["rank0"] == pytest.approx(values["single_process"], abs=1e-6)
+    assert values["stopping"] == [[False, True], [False, True]]  # only rank 1 was signalled

@@ -12,6 +12,8 @@ from PIL import Image
 from ignore.data.format import load_dataset
 from ignore.errors import SPMLError
 from ignore.evaluate import main as evaluate_main
+from ignore.inference import SPMLClassifier
+from ignore.metrics import cf1_of1, f1_thresholds
 from ignore.predict import main as predict_main
 from ignore.training.tracking import trackers
 from launching import TWO_CPU_PROCESSES
@@ -32,6 +34,16 @@ def test_images(tiny_dataset):
     return [data.image_root / name for name in data.splits["test"]["image"]]
 
 
+def labels_of(tiny_dataset, split):
+    return np.asarray(load_dataset(tiny_dataset).splits[split]["labels"])
+
+
+def predicted_at(scores, thresholds):
+    """Each row's classes at or above their thresholds, most probable first, as the CSV's `predicted` column."""
+    return [";".join(f"class{index}" for index in np.argsort(-row, kind="stable") if row[index] >= thresholds[index])
+            for row in scores]
+
+
 def test_predict_reproduces_the_test_scores_and_names_a_corrupt_file(finished_run, test_images, tmp_path, capsys):
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
@@ -47,9 +59,83 @@ def test_predict_reproduces_the_test_scores_and_names_a_corrupt_file(finished_ru
     assert [row[0] for row in rows[1:]] == [str(path) for path in test_images]
     probabilities = np.array([[float(value) for value in row[2:]] for row in rows[1:]])
     np.testing.assert_allclose(probabilities, np.load(finished_run / "test_scores.npy"), atol=1e-5)
-    for row, scores in zip(rows[1:], probabilities):  # the classes at 0.5 or above, most probable first
-        expected = [f"class{index}" for index in np.argsort(-scores, kind="stable") if scores[index] >= 0.5]
-        assert row[1] == ";".join(expected)
+    thresholds = json.loads((finished_run / "export" / "config.json").read_text())["decision_thresholds"]
+    assert [row[1] for row in rows[1:]] == predicted_at(probabilities, thresholds)  # the export's, by default
+
+
+def test_the_export_holds_the_f1_thresholds_of_its_validation_scores_and_the_test_is_scored_at_them(
+        finished_run, tiny_dataset):
+    data = load_dataset(tiny_dataset)
+    model = SPMLClassifier.from_export(finished_run / "export")
+    predictions = model.predict([data.image_root / name for name in data.splits["val"]["image"]])
+    val_scores = np.array([[prediction["probabilities"][name] for name in model.class_names]
+                           for prediction in predictions])
+    np.testing.assert_allclose(model.thresholds, f1_thresholds(val_scores, labels_of(tiny_dataset, "val")), atol=1e-5)
+    test = json.loads((finished_run / "metrics.json").read_text())["test"]
+    test_scores = np.load(finished_run / "test_scores.npy")
+    at_thresholds = cf1_of1(test_scores, labels_of(tiny_dataset, "test"), model.thresholds)
+    assert (test["CF1_val_thresholds"], test["OF1_val_thresholds"]) == pytest.approx(at_thresholds, abs=1e-9)
+    assert (f"at the export's per-class decision thresholds, chosen on the validation split and used by "
+            f"`ignore-predict`: CF1 {test['CF1_val_thresholds']:.2f}, OF1 {test['OF1_val_thresholds']:.2f}."
+            ) in (finished_run / "report.md").read_text()
+
+
+@pytest.fixture
+def export_with_own_thresholds(finished_run, tmp_path):
+    """A copy of the run's export whose thresholds predict class c on the top 2, 6, 10 and 14 test images."""
+    export = tmp_path / "export"
+    shutil.copytree(finished_run / "export", export)
+    ordered = np.sort(np.load(finished_run / "test_scores.npy"), axis=0)[::-1]
+    thresholds = [float(ordered[kept - 1, column] + ordered[kept, column]) / 2
+                  for column, kept in enumerate((2, 6, 10, 14))]
+    config = json.loads((export / "config.json").read_text())
+    (export / "config.json").write_text(json.dumps({**config, "decision_thresholds": thresholds}))
+    return export, thresholds
+
+
+def test_predict_uses_the_exports_thresholds_and_threshold_overrides_them(export_with_own_thresholds, finished_run,
+                                                                           test_images, tmp_path, capsys):
+    export, thresholds = export_with_own_thresholds
+    scores = np.load(finished_run / "test_scores.npy")
+    for extra, expected in (([], predicted_at(scores, thresholds)),
+                            (["--threshold", "0.5"], predicted_at(scores, [0.5] * 4))):
+        predict_main(["--model", str(export), *map(str, test_images), "--out", str(tmp_path / "preds.csv"),
+                      "--num-workers", "0", *extra])
+        with open(tmp_path / "preds.csv", newline="") as file:
+            assert [row[1] for row in list(csv.reader(file))[1:]] == expected
+    rows = [row.split(";") for row in predicted_at(scores, thresholds)]
+    assert [sum(f"class{index}" in row for row in rows) for index in range(4)] == [2, 6, 10, 14]
+
+    config = json.loads((export / "config.json").read_text())
+    del config["decision_thresholds"]  # as an export of an earlier version
+    (export / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    predict_main(["--model", str(export), *map(str, test_images), "--out", str(tmp_path / "old.csv"),
+                  "--num-workers", "0"])
+    said = capsys.readouterr().err
+    assert "this export stores no decision thresholds (trained by an earlier version): 0.5 for every class" in said
+    with open(tmp_path / "old.csv", newline="") as file:
+        assert [row[1] for row in list(csv.reader(file))[1:]] == predicted_at(scores, [0.5] * 4)
+
+
+def test_the_classifier_predicts_paths_and_pil_images_at_its_thresholds_or_one_given(export_with_own_thresholds,
+                                                                                     finished_run, test_images):
+    export, thresholds = export_with_own_thresholds
+    model = SPMLClassifier.from_export(str(export))
+    scores = np.load(finished_run / "test_scores.npy")
+    from_paths = model.predict(test_images, batch_size=5)
+    with Image.open(test_images[3]) as image:
+        one_image, an_image_and_a_path = model.predict(image), model.predict([image, test_images[4]])
+    assert len(from_paths) == 16 and len(one_image) == 1 and len(an_image_and_a_path) == 2
+    assert one_image[0] == an_image_and_a_path[0] and an_image_and_a_path[1]["labels"] == from_paths[4]["labels"]
+    assert one_image[0]["probabilities"] == pytest.approx(from_paths[3]["probabilities"], abs=1e-6)
+    probabilities = np.array([[prediction["probabilities"][name] for name in model.class_names]
+                              for prediction in from_paths])
+    np.testing.assert_allclose(probabilities, scores, atol=1e-5)
+    assert [";".join(prediction["labels"]) for prediction in from_paths] == predicted_at(scores, thresholds)
+    assert [";".join(prediction["labels"]) for prediction in model.predict(test_images, threshold=0.5)] == (
+        predicted_at(scores, [0.5] * 4))
+    assert model.predict(str(test_images[0]))[0]["labels"] == from_paths[0]["labels"]
 
 
 def test_predict_walks_folders_and_writes_json_lines_with_top_k(finished_run, test_images, tmp_path, capsys):
@@ -122,6 +208,8 @@ def test_evaluate_equals_the_runs_test_metrics(finished_run, tiny_dataset, tmp_p
     assert ours["mAP"] == pytest.approx(run["mAP"], abs=1e-9)
     assert ours["per_class_AP"] == pytest.approx(run["per_class_AP"], abs=1e-9)
     assert (ours["CF1"], ours["OF1"]) == pytest.approx((run["CF1"], run["OF1"]), abs=1e-9)
+    assert (ours["CF1_val_thresholds"], ours["OF1_val_thresholds"]) == pytest.approx(
+        (run["CF1_val_thresholds"], run["OF1_val_thresholds"]), abs=1e-9)
     assert f"test (16 images): mAP {run['mAP']:.2f}" in capsys.readouterr().out
 
 
@@ -271,6 +359,8 @@ def test_the_exports_card_and_config_name_the_runs_metrics_and_command(finished_
     test = json.loads((finished_run / "metrics.json").read_text())["test"]
     card = (finished_run / "export" / "README.md").read_text()
     assert f"| test | {test['mAP']:.2f} | {test['CF1']:.2f} | {test['OF1']:.2f} |" in card
+    assert (f"| test, at the decision thresholds | {test['mAP']:.2f} | {test['CF1_val_thresholds']:.2f} | "
+            f"{test['OF1_val_thresholds']:.2f} |") in card
     assert f"ignore-train data.path={tiny_dataset} data.image_size=32" in card
     config = json.loads((finished_run / "export" / "config.json").read_text())
     assert config["test"]["per_class_AP"] == test["per_class_AP"] and config["export_version"] == 2

@@ -3,14 +3,19 @@
 Every rank updates GapThresholds with its shard of the same global batches (uneven
 shards, one rank with no observed positive in one step); rank 0 then replays the global
 batches in one process and writes both results to the JSON file named on the command line.
+Then rank 1 alone receives a SIGTERM, and each rank records whether the run stops (the
+preemption flag, before and after).
 """
 import json
+import os
+import signal
 import sys
 
 import torch
 from accelerate import Accelerator
 
 from ignore.losses.thresholds import GapThresholds
+from ignore.training.preemption import StopOnSigterm
 
 NUM_CLASSES, STEPS = 5, 6
 SHARD_SIZES = [(5, 3), (4, 4), (2, 6), (6, 1), (3, 3), (1, 7)]
@@ -39,6 +44,12 @@ def main(out_path):
                           lambda statistics: accelerator.reduce(statistics, reduction="sum"))
     mine = torch.cat([thresholds.gap_threshold.reshape(1), thresholds.avg_threshold])
     every_rank = accelerator.gather(mine[None]).view(accelerator.num_processes, -1)
+    with StopOnSigterm(accelerator) as stop:
+        before = stop.agreed()
+        if rank == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler might reach one node first
+        stopping = [before, stop.agreed()]
+    every_rank_stopping = accelerator.gather(torch.tensor([stopping]))
     if accelerator.is_main_process:
         single = GapThresholds(NUM_CLASSES, gap_lambda=0.9, avg_lambda=0.8)
         for step in range(STEPS):
@@ -47,6 +58,7 @@ def main(out_path):
             "ranks": [[value.hex() for value in row.tolist()] for row in every_rank],
             "single_process": [single.gap_threshold.item()] + single.avg_threshold.tolist(),
             "rank0": every_rank[0].tolist(),
+            "stopping": every_rank_stopping.tolist(),
         }
         with open(out_path, "w") as handle:
             json.dump(result, handle)

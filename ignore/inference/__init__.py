@@ -1,29 +1,15 @@
-"""Use an exported model: `load_export(dir)` then `predict_probabilities(model, images)`.
+"""Use an exported model: `SPMLClassifier.from_export(dir)` then `model.predict(images)`.
 
-    from ignore.inference import load_export, predict_probabilities
-    model = load_export("runs/demo/export")          # or a Hub repository, USER/NAME
-    probabilities = predict_probabilities(model, [PIL.Image.open("a.jpg")])  # (1, C)
-    dict(zip(model.class_names, probabilities[0].tolist()))
+    from ignore.inference import SPMLClassifier
+    model = SPMLClassifier.from_export("runs/demo/export")   # or a Hub repository, USER/NAME
+    model.predict(["a.jpg", PIL.Image.open("b.png")])
+    # [{"labels": ["cat", "dog"], "probabilities": {"cat": 0.93, ...}}, ...] at the per-class thresholds
+    model.predict("a.jpg", threshold=0.3)                     # one threshold for every class instead
+
+`load_export(dir)` and `predict_probabilities(model, images)` -> (N, C) give the same model and the bare
+probabilities.
 """
-import torch
+from ..models.export import SPMLClassifier, load_export
+from ..models.predicting import labels_at, predict_probabilities, preprocessing
 
-from ..data.images import to_rgb
-from ..data.views import eval_view
-from ..models.export import load_export
-
-__all__ = ["load_export", "predict_probabilities", "preprocessing"]
-
-
-def preprocessing(model):
-    """The evaluation view of the run that trained `model`: its image size and normalisation."""
-    info = model.export_info
-    return eval_view(info["image_size"], {"mean": info["mean"], "std": info["std"]})
-
-
-@torch.no_grad()
-def predict_probabilities(model, images):
-    """Probabilities (N, C) for a list of PIL images (any mode, see `to_rgb`), preprocessed as in evaluation."""
-    transform = preprocessing(model)
-    device = next(model.parameters()).device
-    batch = torch.stack([transform(to_rgb(image)) for image in images]).to(device)
-    return torch.sigmoid(model(batch)["logits"].float()).cpu()
+__all__ = ["SPMLClassifier", "labels_at", "load_export", "predict_probabilities", "preprocessing"]

@@ -4,10 +4,12 @@ An export is a folder of three files, the layout `PyTorchModelHubMixin.save_pret
   model.safetensors  the network's weights under its own names: the trunk's are torchvision's
                      (`trunk.layer1.0.conv1.weight`; strip `trunk.` and they load into torchvision);
   config.json        what inference needs (`class_names`, the `model` section of the config that
-                     `build_model` reads, `image_size`, `mean`, `std`) and how it was trained
-                     (`method`, `source`, `epoch`, `val_mAP`, `training`, and `test` once tested);
+                     `build_model` reads, `image_size`, `mean`, `std`, `decision_thresholds`: per class,
+                     chosen on the validation split) and how it was trained (`method`, `source`, `epoch`,
+                     `val_mAP`, `training`, and `test` once tested);
   README.md          the model card, generated from config.json alone.
-`SPMLClassifier.from_pretrained(folder or Hub repo)` rebuilds the network from config.json.
+`SPMLClassifier.from_export(folder or Hub repo)` rebuilds the network from config.json; its `predict(images)`
+gives each image's labels at the decision thresholds and its probabilities.
 """
 import json
 import os
@@ -17,15 +19,17 @@ from pathlib import Path
 
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from huggingface_hub.errors import HFValidationError, HfHubHTTPError, LocalEntryNotFoundError
+from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import SPMLError
-from ..files import write_text_atomic
+from ..files import whole_or_nothing, write_text_atomic
 from .build import build_model, model_config_from_export
 from .cam_boost import export_logits
 from .model_card import model_card
+from .predicting import decision_thresholds, labels_at, predict_probabilities
 
 # 2: torchvision's layer names in the trunk and a model card; 1 (no key): positional trunk names
 EXPORT_VERSION = 2
@@ -35,10 +39,11 @@ HUB_REPO = re.compile(r"[\w.-]+/[\w.-]+")  # USER/NAME, when no such local path 
 
 class SPMLClassifier(nn.Module, PyTorchModelHubMixin, library_name="ignore-spml", pipeline_tag="image-classification",
                      tags=["multi-label-classification", "single-positive-multi-label"]):
-    """An exported classifier: forward(images) -> {"logits": (B, C), ...}, plus `class_names`.
+    """An exported classifier: predict(images) -> labels and probabilities; forward(images) -> {"logits": (B, C),
+    ...}; `class_names`, `thresholds`.
 
-    Load with `SPMLClassifier.from_pretrained(path_or_repo)` (eval mode, CPU unless
-    `map_location` says otherwise); `export_info` is the export's config.json.
+    Load with `SPMLClassifier.from_export(path_or_repo)` (or the mixin's `from_pretrained`; eval mode, CPU unless
+    told otherwise); `export_info` is the export's config.json.
     """
 
     def __init__(self, config: dict):
@@ -57,6 +62,32 @@ class SPMLClassifier(nn.Module, PyTorchModelHubMixin, library_name="ignore-spml"
         self.network = network
         self.class_names = list(config["class_names"])
         self.export_info = config
+
+    @classmethod
+    def from_export(cls, where, device="cpu"):
+        """The export in folder `where`, or in the Hub repository `where` (USER/NAME); one clear line otherwise."""
+        return load_export(where, device)
+
+    @property
+    def thresholds(self):
+        """Per class, the probability at or above which `predict` names it (chosen on the validation split)."""
+        return decision_thresholds(self.export_info)
+
+    def predict(self, images, threshold=None, batch_size=32):
+        """Per image {"labels": [classes at or above their threshold, most probable first], "probabilities":
+        {class: probability}}.
+
+        images: PIL images (any mode) or image paths, or one of them; preprocessed as the run evaluated.
+        threshold: one probability for every class instead of the per-class `thresholds`.
+        """
+        images = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
+        thresholds = self.thresholds if threshold is None else [threshold] * len(self.class_names)
+        predictions = []
+        for start in range(0, len(images), batch_size):
+            for row in predict_probabilities(self, images[start:start + batch_size]).tolist():
+                predictions.append({"labels": [name for name, _ in labels_at(row, self.class_names, thresholds)],
+                                    "probabilities": dict(zip(self.class_names, row))})
+        return predictions
 
     def forward(self, images):
         """The network's output, with the logits it scores with (BoostLU's boosted CAM when trained so)."""
@@ -158,7 +189,8 @@ def write_export(target, network, info):
     partial, aside = partial_of(target), aside_of(target)
     settle_export(target)
     shutil.rmtree(partial, ignore_errors=True)
-    SPMLClassifier.wrapping(network, {**info, "export_version": EXPORT_VERSION}).save_pretrained(partial)
+    with whole_or_nothing(target, partial):  # a full disk: the previous export stays
+        SPMLClassifier.wrapping(network, {**info, "export_version": EXPORT_VERSION}).save_pretrained(partial)
     if target.exists():
         os.replace(target, aside)
     os.replace(partial, target)
@@ -177,10 +209,16 @@ def settle_export(target):
             os.replace(aside, target)
 
 
+def read_info(export_dir):
+    """An export folder's config.json."""
+    return json.loads((Path(export_dir) / CONFIG).read_text())
+
+
 def add_test_metrics(export_dir, metrics):
     """The test split's metrics into config.json and the model card (each file replaced atomically)."""
     export_dir = Path(export_dir)
-    info = json.loads((export_dir / CONFIG).read_text())
-    info["test"] = {name: metrics[name] for name in ("mAP", "CF1", "OF1", "per_class_AP", "classes_without_positive")}
+    info = read_info(export_dir)
+    info["test"] = {name: metrics[name] for name in ("mAP", "CF1", "OF1", "CF1_val_thresholds", "OF1_val_thresholds",
+                                                     "per_class_AP", "classes_without_positive") if name in metrics}
     write_text_atomic(export_dir / CONFIG, json.dumps(info, sort_keys=True, indent=2))
     write_text_atomic(export_dir / CARD, str(model_card(info)))

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from ..config import save_config
 from ..errors import SPMLError
+from ..files import whole_or_nothing
 from ..models.export import write_export
 from .resume_settings import CHECKPOINT_CONFIG
 
@@ -53,10 +54,14 @@ def save_checkpoint(run):
     if accelerator.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
-    accelerator.wait_for_everyone()
+    previous = sorted(root.glob("step-?????????"))
+    kept = f"the newest checkpoint is still {previous[-1]}" if previous else "no checkpoint is written yet"
+    with whole_or_nothing(final, partial, kept):  # a full disk: stop in one line, the last good checkpoint kept
+        accelerator.save_state(str(partial))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            save_config(run.config, partial / CHECKPOINT_CONFIG)  # what a resume compares its own settings with
     if accelerator.is_main_process:
-        save_config(run.config, partial / CHECKPOINT_CONFIG)  # what a resume compares its own settings with
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
         for old in sorted(root.glob("step-?????????"))[:-config.keep_checkpoints]:

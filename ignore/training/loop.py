@@ -2,6 +2,7 @@
 
 Methods plug in through `method.step`; nothing here branches on the method.
 """
+import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -13,9 +14,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from ..errors import SPMLError
-from ..files import write_json_atomic
-from ..metrics import multilabel_metrics, results_table
-from ..models.export import add_test_metrics, settle_export
+from ..files import write_bytes_atomic, write_json_atomic
+from ..metrics import cf1_of1, f1_thresholds, multilabel_metrics, results_table
+from ..models.export import add_test_metrics, read_info, settle_export
+from ..models.predicting import decision_thresholds
 from .checkpoint import EXPORT, export_model, network, require_finite, save_checkpoint
 from .console import progress_bar, say
 from .fn_scores import FNScoreCollector, histogram
@@ -168,12 +170,14 @@ def log_interval(run, meter, step, progress_bar):
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator, eval_logits=lambda output: output["logits"], split="evaluate"):
+def evaluate(model, loader, accelerator, eval_logits=lambda output: output["logits"], thresholds=None,
+             split="evaluate"):
     """Metrics on clean labels over the whole split, from every rank, padding dropped, and the mean binary
     cross-entropy of the logits against those labels ("bce": every method's loss on full labels, so that
-    methods compare); a progress bar named `split`.
+    methods compare); with the scores and labels. A progress bar named `split`.
 
-    eval_logits: the method's (Method.eval_logits), which BoostLU changes.
+    eval_logits: the method's (Method.eval_logits), which BoostLU changes. thresholds: the export's
+    per-class decision thresholds, at which CF1 and OF1 are also given (`CF1_val_thresholds`, ...).
     """
     model.eval()
     logits, labels = [], []
@@ -187,9 +191,12 @@ def evaluate(model, loader, accelerator, eval_logits=lambda output: output["logi
         logits.append(batch_logits.cpu())
         labels.append(batch_labels.cpu())
     logits, labels = torch.cat(logits), torch.cat(labels)
-    scores = torch.sigmoid(logits).numpy()
     bce = F.binary_cross_entropy_with_logits(logits, (labels == 1).float()).item()
-    return {**multilabel_metrics(scores, labels.numpy()), "bce": bce}, scores.astype(np.float32)
+    scores, labels = torch.sigmoid(logits).numpy(), labels.numpy()
+    metrics = {**multilabel_metrics(scores, labels), "bce": bce}
+    if thresholds is not None:
+        metrics["CF1_val_thresholds"], metrics["OF1_val_thresholds"] = cf1_of1(scores, labels, thresholds)
+    return metrics, scores.astype(np.float32), labels
 
 
 def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
@@ -209,7 +216,8 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
             accelerator.log({f"epoch/{name}": value for name, value in last_epoch.items()}, step=progress.global_step)
             if progress.step_in_epoch < steps_per_epoch:
                 break  # stopped by train.max_steps or SIGTERM inside the epoch: no evaluation
-            val_metrics, _ = evaluate(run.model, val_loader, accelerator, run.method.eval_logits, "val")
+            val_metrics, val_scores, val_labels = evaluate(run.model, val_loader, accelerator, run.method.eval_logits,
+                                                           split="val")
             calibration = run.method.calibrate(run.model, val_loader)  # what the next epochs apply
             best_val_map = max(progress.best_val_map, val_metrics["mAP"])
             val_logs = {"val/mAP": val_metrics["mAP"], "val/best_mAP": best_val_map, "val/bce": val_metrics["bce"],
@@ -224,8 +232,10 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
                 + fn_score_line(last_epoch))
             if val_metrics["mAP"] > progress.best_val_map:
                 progress.best_val_map, progress.best_epoch = val_metrics["mAP"], epoch
-                export_model(accelerator, run.model, {**export_info, "epoch": epoch, "val_mAP": val_metrics["mAP"]},
-                             output_dir)
+                # the decision thresholds travel with the weights they were chosen for
+                thresholds = f1_thresholds(val_scores, val_labels).tolist()
+                export_model(accelerator, run.model, {**export_info, "epoch": epoch, "val_mAP": val_metrics["mAP"],
+                                                      "decision_thresholds": thresholds}, output_dir)
             progress.epoch, progress.step_in_epoch = epoch + 1, 0
             save_checkpoint(run)
     if progress.step_in_epoch:
@@ -245,7 +255,9 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
         settle_export(output_dir / EXPORT)  # a run killed while swapping exports, resumed after its best epoch
     accelerator.wait_for_everyone()
     network(accelerator, run.model).load_state_dict(load_file(str(output_dir / EXPORT / "model.safetensors")))
-    test_metrics, test_scores = evaluate(run.model, test_loader, accelerator, run.method.eval_logits, "test")
+    thresholds = decision_thresholds(read_info(output_dir / EXPORT))
+    test_metrics, test_scores, _ = evaluate(run.model, test_loader, accelerator, run.method.eval_logits, thresholds,
+                                            "test")
     skipped = int(accelerator.reduce(torch.tensor(skipped, device=accelerator.device), reduction="sum"))  # all ranks
     summary = {"method": run.config.method.name, "best_epoch": run.progress.best_epoch,
                "best_val_mAP": run.progress.best_val_map, "test": test_metrics, "last_epoch_train": last_epoch,
@@ -254,14 +266,17 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
                "num_processes": accelerator.num_processes, "train_seconds": round(seconds, 1)}
     if accelerator.is_main_process:
         write_json_atomic(output_dir / "metrics.json", summary)
-        np.save(output_dir / "test_scores.npy", test_scores)
+        scores = io.BytesIO()
+        np.save(scores, test_scores)
+        write_bytes_atomic(output_dir / "test_scores.npy", scores.getvalue())
         add_test_metrics(output_dir / EXPORT, test_metrics)
     accelerator.log({**{f"test/{name}": test_metrics[name] for name in ("mAP", "CF1", "OF1", "bce")},
                      **{f"test_AP/{name}": ap for name, ap in zip(class_names, test_metrics["per_class_AP"])}},
                     step=run.progress.global_step)
     say(results_table(class_names, test_metrics, "test"))
     say(f"test (best epoch {run.progress.best_epoch}): mAP {test_metrics['mAP']:.2f}  "
-        f"CF1 {test_metrics['CF1']:.2f}  OF1 {test_metrics['OF1']:.2f}"
+        f"CF1 {test_metrics['CF1']:.2f}  OF1 {test_metrics['OF1']:.2f}  (at the validation thresholds: "
+        f"CF1 {test_metrics['CF1_val_thresholds']:.2f}  OF1 {test_metrics['OF1_val_thresholds']:.2f})"
         + (f"  ({skipped} unreadable training images skipped)" if skipped else ""))
 
 

@@ -44,7 +44,9 @@ def write_report(run_dir, class_names, pictures):
     lines = [f"# Run report: {run_dir.name}", "",
              f"Method `{metrics['method']}`, {metrics['num_processes']} process(es), best validation epoch "
              f"{metrics['best_epoch']} (val mAP {metrics['best_val_mAP']:.2f}), whose weights were tested.", "",
-             "| test mAP | CF1 | OF1 |", "|---|---|---|", f"| {test['mAP']:.2f} | {test['CF1']:.2f} | {test['OF1']:.2f} |"]
+             "| test mAP | CF1 | OF1 |", "|---|---|---|", f"| {test['mAP']:.2f} | {test['CF1']:.2f} | {test['OF1']:.2f} |",
+             "", f"CF1 and OF1 are at 0.5; at the export's per-class decision thresholds, chosen on the validation split "
+             f"and used by `ignore-predict`: CF1 {test['CF1_val_thresholds']:.2f}, OF1 {test['OF1_val_thresholds']:.2f}."]
 
     lines += validation_section(metrics["epochs"])
     lines += chart(run_dir, "val_map", "validation mAP (%)", {"val mAP": scalars.get("val/mAP", [])})

@@ -27,12 +27,12 @@ from .preemption import PREEMPTED, StopOnSigterm
 from .precision import resolve_mixed_precision
 from .report import write_report
 from .resume_settings import require_same_global_batch, require_same_settings
-from .run_folder import clear_previous_run, require_own_folder
+from .run_folder import claimed, clear_previous_run, require_own_folder
 from .tracking import SCALARS, end_trackers, start_trackers, trackers
 
 
 def train(config, argv):
-    """One run from start to end: wire data, model, method and Accelerate, then fit and test.
+    """One run from start to end, in a folder that holds no other run and that no other run uses meanwhile.
 
     argv: the command line, for the model card."""
     output_dir = Path(config.train.output_dir)
@@ -42,15 +42,18 @@ def train(config, argv):
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=log_with,
                               mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
                               project_dir=str(output_dir), step_scheduler_with_optimizer=False)
-    if config.train.overwrite and accelerator.is_main_process:
-        clear_previous_run(output_dir)
-    accelerator.wait_for_everyone()  # the other ranks go on once the old run is gone
-    with run_log(output_dir, accelerator, fresh=not config.train.resume):
-        train_in_folder(config, argv, accelerator)
+    with claimed(output_dir, accelerator.is_main_process):
+        if accelerator.is_main_process:
+            require_own_folder(config.train)  # again, now that no other run can: one may have ended into it since
+            if config.train.overwrite:
+                clear_previous_run(output_dir)
+        accelerator.wait_for_everyone()  # the other ranks go on once the folder is this run's
+        with run_log(output_dir, accelerator, fresh=not config.train.resume):
+            train_in_own_folder(config, argv, accelerator)
 
 
-def train_in_folder(config, argv, accelerator):
-    """The run once its folder and its Accelerator are there: everything it says goes into train.log."""
+def train_in_own_folder(config, argv, accelerator):
+    """Wire data, model and method into Accelerate, then fit and test; everything it says goes into train.log."""
     output_dir = Path(config.train.output_dir)
     use_all_cores_if_launcher_chose_one(accelerator)
     set_seed(config.train.seed)

@@ -3,7 +3,10 @@
 Left there, they would mix with the new run's: checkpoint pruning keeps the highest step names (the old
 run's), `train.resume=auto` would continue the old run, and the report would chart both runs' scalars.
 """
+import os
 import shutil
+import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import SPMLError
@@ -13,6 +16,7 @@ from .report import FIGURES, REPORT
 from .tracking import SCALARS
 
 METRICS, TEST_SCORES, TENSORBOARD = "metrics.json", "test_scores.npy", "tensorboard"
+LOCK = ".lock"  # held by the run training into the folder; the operating system frees it when that process ends
 
 
 def another_run(output_dir):
@@ -49,3 +53,30 @@ def clear_previous_run(output_dir):
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+
+
+@contextmanager
+def claimed(output_dir, main_process):
+    """Hold output_dir/.lock for the block (the main process; the others wait on it anyway): a second
+    run into the same folder at the same time stops with one line naming the process that holds it.
+
+    An flock, not a file whose existence is the lock: a killed run leaves no stale lock behind.
+    """
+    if not main_process:
+        yield
+        return
+    import fcntl  # POSIX; imported here so that the rest of the package still imports elsewhere
+
+    path = Path(output_dir) / LOCK
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SPMLError(f"train.output_dir {output_dir}: another run ({holder}) is training into it now; "
+                            "wait for it to end, or choose another train.output_dir") from None
+        handle.truncate(0)
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield

@@ -14,6 +14,7 @@ from accelerate.tracking import GeneralTracker, get_available_trackers
 
 from ..config import flattened
 from ..errors import SPMLError
+from ..files import append_line
 from .registry import TRACKERS
 
 SCALARS = "scalars.jsonl"
@@ -49,8 +50,7 @@ class ScalarLog(GeneralTracker):
     def log(self, values, step=None, **kwargs):
         record = {"step": step, **{name: float(value) for name, value in values.items()
                                    if isinstance(value, (int, float))}}
-        with self.path.open("a") as file:
-            file.write(json.dumps(record) + "\n")
+        append_line(self.path, json.dumps(record))
 
 
 def start_trackers(accelerator, config, command, step):
