@@ -60,7 +60,8 @@ def test_ignores_report_marks_the_warm_up_names_zero_series_and_shows_aurocs_pic
     assert "end of the warm-up (method.warm_up=2 epochs, step 4)" in report
     # loss_reg and the rejected fraction are 0 at every step: named, not drawn
     assert report.count("Zero throughout, not drawn: ") == 2
-    assert "Zero throughout, not drawn: loss_reg." in report and "Zero throughout, not drawn: rejected fraction." in report
+    assert "Zero throughout, not drawn: loss_reg." in report
+    assert "Zero throughout, not drawn: rejected fraction." in report
     with Image.open(tmp_path / "report" / "thresholds.png") as chart:
         assert chart.size == (8 * DPI, 3 * DPI)  # one panel: the rejected fraction's was left out
     assert "each row's observed label on its left (top to bottom: dog; cat, bird)" in report

@@ -5,8 +5,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torchvision.utils import make_grid
 
 from ..data.views import IMAGENET
+
+PICTURE_PADDING = 2  # white pixels around each panel of a Picture's grid
 
 
 @dataclass
@@ -33,6 +36,17 @@ class Picture:
     panels: torch.Tensor  # (rows, columns, 3, H, W) in [0, 1]
     column_titles: tuple  # a title a column
     observed: list  # for each row, the indices of its image's observed positives
+
+    def grid(self):
+        """The panels as one (3, H, W) image in their rows and columns, white between them."""
+        return make_grid(self.panels.flatten(0, 1), nrow=self.panels.shape[1], padding=PICTURE_PADDING,
+                         pad_value=1.0)
+
+    def centres(self):
+        """(x of each column's centre, y of each row's centre) in the grid's pixels."""
+        rows, columns, _, height, width = self.panels.shape
+        return ([PICTURE_PADDING + column * (width + PICTURE_PADDING) + width / 2 for column in range(columns)],
+                [PICTURE_PADDING + row * (height + PICTURE_PADDING) + height / 2 for row in range(rows)])
 
 
 class Method(nn.Module):

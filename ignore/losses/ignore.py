@@ -191,7 +191,7 @@ class Ignore(Method):
         masked = denormalise(self.masked_images(images.float(), mask), self.normalisation)
         panels = torch.stack([pixels, overlay, masked], dim=1).cpu()
         observed = [torch.nonzero(row).flatten().tolist() for row in positive.cpu()]
-        return {"ignore/image_cam_masked": Picture(panels, ("image", "CAM of the observed positive", "masked image"),
+        return {"ignore/image_cam_masked": Picture(panels, ("image", "CAM of the\nobserved positive", "masked image"),
                                                    observed)}
 
     def masked_images(self, images, mask):

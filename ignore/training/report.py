@@ -28,6 +28,8 @@ BAR_COLOUR = "#1f77b4"
 BAR_LEFT, BAR_WIDTH = 0.25, 0.7
 BAR_MARGINS = (0.3, 0.6)  # inches: a gap above the axes, the AP axis and its label below
 BAR_INCHES = 0.25  # a class's row
+PICTURE_INCHES = 1.5  # a panel of a method's picture
+PICTURE_MARGINS = (1.6, 0.45)  # inches: the rows' observed labels on the left, two lines of column titles above
 THRESHOLDS = ("train/gap_threshold", "train/avg_threshold_mean")
 REJECTED = "train/rejected_fraction"
 
@@ -180,17 +182,17 @@ def picture_section(run_dir, tag, picture, class_names):
     """The method's Picture drawn with its column titles, each row's observed label on its left; its markdown."""
     rows, columns = picture.panels.shape[:2]
     observed = [", ".join(class_names[index] for index in row) or "none" for row in picture.observed]
-    figure, axes = plt.subplots(rows, columns, figsize=(1.8 * columns + 1.2, 1.8 * rows), squeeze=False)
-    for row, panels in enumerate(picture.panels):
-        for column, panel in enumerate(panels):
-            axis = axes[row, column]
-            axis.imshow(panel.permute(1, 2, 0).clamp(0, 1).numpy())
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if row == 0:
-                axis.set_title(picture.column_titles[column], fontsize=9)
-        axes[row, 0].set_ylabel(f"observed: {observed[row]}", fontsize=9)
-    figure.tight_layout()
+    width, height = PICTURE_INCHES * columns + PICTURE_MARGINS[0], PICTURE_INCHES * rows + PICTURE_MARGINS[1]
+    figure = plt.figure(figsize=(width, height))
+    axis = figure.add_axes((PICTURE_MARGINS[0] / width, 0, 1 - PICTURE_MARGINS[0] / width,
+                            1 - PICTURE_MARGINS[1] / height))
+    axis.imshow(picture.grid().permute(1, 2, 0).clamp(0, 1).numpy())
+    column_centres, row_centres = picture.centres()
+    axis.xaxis.tick_top()
+    axis.set_xticks(column_centres, picture.column_titles, fontsize=9)
+    axis.set_yticks(row_centres, [f"observed: {names}" for names in observed], fontsize=9)
+    axis.tick_params(length=0)
+    axis.set_frame_on(False)
     name = tag.replace("/", "_")
     figure.savefig(run_dir / FIGURES / f"{name}.png", dpi=DPI)
     plt.close(figure)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.tensorboard.summary import hparams
-from torchvision.utils import make_grid
 
 from accelerate.tracking import GeneralTracker, get_available_trackers
 
@@ -93,13 +92,12 @@ def read_scalars(run_dir):
 
 
 def log_pictures(run, preview):
-    """The method's pictures, each as one grid image: a row an image, 2 white pixels between the panels."""
+    """The method's pictures, each as one grid image: a row an image."""
     if not run.accelerator.is_main_process or run.config.train.tracker != "tensorboard":
         return
     pictures = run.method.pictures(run.model, preview)
     if pictures:
-        grids = {tag: make_grid(picture.panels.flatten(0, 1), nrow=picture.panels.shape[1], padding=2,
-                                pad_value=1.0)[None] for tag, picture in pictures.items()}
+        grids = {tag: picture.grid()[None] for tag, picture in pictures.items()}
         run.accelerator.get_tracker("tensorboard").log_images(grids, step=run.progress.global_step)
 
 
