@@ -154,14 +154,16 @@ def evaluate(model, loader, accelerator, eval_logits=lambda output: output["logi
                             "metrics would silently cover fewer images")
         with accelerator.autocast():
             logits = eval_logits(model(batch["image"]))
-        batch_scores, batch_labels = accelerator.gather_for_metrics((torch.sigmoid(logits.float()), batch["labels"]))
-        scores.append(batch_scores.cpu())
+        batch_logits, batch_labels = accelerator.gather_for_metrics((logits.float(), batch["labels"]))
+        scores.append(batch_logits.cpu())
         labels.append(batch_labels.cpu())
-    scores, labels = torch.cat(scores).numpy(), torch.cat(labels).numpy()
+    # in float64: float32's sigmoid is exactly 1.0 above a logit of 16.6, and such ties would lower AP and
+    # put a decision threshold at 0.99999994
+    scores, labels = torch.sigmoid(torch.cat(scores).double()).numpy(), torch.cat(labels).numpy()
     metrics = multilabel_metrics(scores, labels)
     if thresholds is not None:
         metrics["CF1_val_thresholds"], metrics["OF1_val_thresholds"] = cf1_of1(scores, labels, thresholds)
-    return metrics, scores.astype(np.float32), labels
+    return metrics, scores, labels
 
 
 def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
