@@ -239,3 +239,36 @@ def test_role_losses_and_one_adam_step_on_the_batch_rows(accelerator):
 def test_a_row_written_twice_in_one_step_takes_the_first_writers_values():
     # gathered rows in rank order: rank 0 [3, 1], rank 1 [1, -1 (padding)]
     assert first_writers(torch.tensor([3, 1, 1, -1])).tolist() == [0, 1, 1, 0]
+
+
+def gr_unannotated(z, w, b, mu, sigma, q_negative=1.0):
+    """GR-Loss of one unannotated logit: V (K (1 - p^0.01) / 0.01 + (1 - K) (1 - (1 - p)^q-) / q-)."""
+    p = sigmoid(z)
+    k, v = sigmoid(w * p + b), math.exp(-0.5 * ((p - mu) / sigma) ** 2)
+    return v * (k * (1 - p ** 0.01) / 0.01 + (1 - k) * (1 - (1 - p) ** q_negative) / q_negative)
+
+
+@pytest.mark.parametrize("epoch, schedule, q_negative", [
+    # 3 epochs, the authors' defaults: w 0 -> 2, b -2, mu 0.5 -> 0.8, sigma 2 -> 0.5. Epoch 0: w = 0 (their
+    # epoch 1), mu and sigma already one third of the way: 0.6, 1.5. Epoch 2 (the last): w = 2 x 2/3, mu 0.8, sigma 0.5.
+    (0, (0.0, -2.0, 0.6, 1.5), 1.0),
+    (2, (4 / 3, -2.0, 0.8, 0.5), 0.5),
+])
+def test_gr_loss_weighs_each_unannotated_label_between_its_positive_and_negative_losses(accelerator, epoch, schedule,
+                                                                                        q_negative):
+    method = make("gr_loss", accelerator, gr_q_negative=q_negative)
+    assert method.schedule(epoch) == pytest.approx(schedule)
+    unannotated = [z for z, positive in entries() if not positive]  # 0, -2, 0.5, 2
+    expected = (sp(-1) + sp(0) + sum(gr_unannotated(z, *schedule, q_negative) for z in unannotated)) / 6
+    output = loss_of(method, epoch)
+    assert output.loss.item() == pytest.approx(expected, rel=1e-5)
+    w, b = schedule[:2]
+    k_mean = sum(sigmoid(w * sigmoid(z) + b) for z in unannotated) / 4
+    assert output.parts["k_mean"].item() == pytest.approx(k_mean, rel=1e-5)
+
+
+def test_gr_loss_schedule_over_the_authors_eight_epochs():
+    # their epoch e of T = 8: w = 2 (e - 1) / 8, mu = 0.5 + 0.3 e / 8; our epoch 7 is their 8th, the last
+    method = build_method(MethodConfig(name="gr_loss"), 3, None, epochs=8)
+    assert method.schedule(7) == pytest.approx((1.75, -2.0, 0.8, 0.5))
+    assert method.schedule(3) == pytest.approx((0.75, -2.0, 0.65, 1.25))

@@ -27,6 +27,7 @@ METHODS = {
     "ll_ct": ("large_loss", "LargeLoss", {"correction": "temporary"}),
     "ll_cp": ("large_loss", "LargeLoss", {"correction": "permanent"}),
     "boostlu": ("boostlu", "BoostLU", {}),  # on method.boostlu_base
+    "gr_loss": ("gr_loss", "GeneralisedRobustLoss", {}),
 }
 
 # The fixed values of the methods' other string settings (the config checks them when it is parsed).
