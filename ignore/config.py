@@ -129,6 +129,16 @@ class MethodConfig:
     gr_q_positive: float = setting(0.01, "gr_loss: q of an unannotated label's positive-side loss (1 - p^q) / q "
                                          "(q -> 0: -log p)")
     gr_q_negative: float = setting(1.0, "gr_loss: q of its negative-side loss (1 - (1 - p)^q) / q (1: p itself)")
+    # A frozen teacher's per-image class scores (teacher.py) and the method that reads them, VLPL's defaults
+    teacher: str = setting("", "vlpl: the frozen teacher that scores every training image once: noisy_oracle, "
+                               "imagenet_mobilenet_v2, or module:attribute of your own (docs/methods.md)")
+    teacher_noise: float = setting(0.5, "teacher=noisy_oracle: its scores are the clean labels plus uniform noise "
+                                        "in [-noise, noise], clipped to [0, 1]")
+    teacher_class_map: str = setting("", "teacher=imagenet_mobilenet_v2: a JSON file {class name: [ImageNet class "
+                                         "indices]}; a class scores the probability of its indices")
+    teacher_threshold: float = setting(0.3, "vlpl: an unannotated label whose teacher score exceeds this is a "
+                                            "pseudo-positive (VLPL: 0.3)")
+    vlpl_beta: float = setting(0.7, "vlpl: weight of the pseudo-positives' loss (VLPL: 0.7)")
 
 
 @dataclass
@@ -249,6 +259,9 @@ RANGES = {
     "method.gr_v_std_end": above(0),
     "method.gr_q_positive": between(0, 1, low_open=True),  # q = 0 divides by 0 (its limit is -log p)
     "method.gr_q_negative": between(0, 1, low_open=True),
+    "method.teacher_noise": between(0, 1),
+    "method.teacher_threshold": between(0, 1, high_open=True),  # scores are in [0, 1]: 1 would flag nothing
+    "method.vlpl_beta": at_least(0),
     "optim.lr": above(0),
     "optim.reference_batch_size": at_least(1),
     "optim.weight_decay": at_least(0),
