@@ -103,7 +103,7 @@ class MethodConfig:
     epr_expected_positives: float = setting(0.0, "epr, role: k, the expected positives per image; 0 = the clean "
                                                  "training labels' mean, as Cole et al.")
     role_lr_multiplier: float = setting(10.0, "role: the label estimates' Adam learning rate over the backbone's")
-    em_alpha: float = setting(0.2, "em, em_apl: weight of the entropy of the unannotated labels "
+    em_alpha: float = setting(0.2, "em, em_apl, vlpl: weight of the entropy of the unannotated labels "
                                    "(0.1 COCO, NUS; 0.01 CUB)")
     apl_beta: float = setting(0.02, "em_apl: weight of the pseudo-negative loss (0.9 COCO, 0.2 NUS, 0.4 CUB)")
     apl_negative_share: float = setting(0.9, "em_apl: share of each class's unannotated labels pseudo-labelled "
