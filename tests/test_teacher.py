@@ -151,3 +151,13 @@ def test_a_bad_class_map_is_one_line(tmp_path, text, message):
         read_class_map(str(path), CLASSES)
     with pytest.raises(SPMLError, match="needs method.teacher_class_map"):
         read_class_map("", CLASSES)
+
+
+def test_the_imagenet_teacher_without_its_weights_names_the_setting_and_the_file(images, tmp_path, monkeypatch,
+                                                                                 no_network):  # noqa: F811
+    class_map = tmp_path / "map.json"
+    class_map.write_text('{"class0": [1]}')
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    with pytest.raises(SPMLError, match=r"method.teacher: mobilenet_v2 IMAGENET1K_V1 weights are not in .*"
+                                        r"mobilenet_v2-b0353104\.pth and could not be downloaded"):
+        build_teacher(MethodConfig(teacher="imagenet_mobilenet_v2", teacher_class_map=str(class_map)), images, "cpu")

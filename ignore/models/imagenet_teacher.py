@@ -49,7 +49,8 @@ class ImageNetTeacher:
         self.class_map, digest = read_class_map(class_map, list(class_names))
         self.class_map = self.class_map.to(device)
         weights = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
-        self.network = load_torchvision_network("mobilenet_v2", weights, 32).eval().requires_grad_(False).to(device)
+        network = load_torchvision_network("mobilenet_v2", weights, 32, setting="method.teacher")
+        self.network = network.eval().requires_grad_(False).to(device)
         self.preprocess = weights.transforms()  # resize 256, centre crop 224, ImageNet normalisation
         self.device = device
         self.name = f"imagenet_mobilenet_v2-{digest}"
