@@ -103,7 +103,7 @@ class MethodConfig:
     epr_expected_positives: float = setting(0.0, "epr, role: k, the expected positives per image; 0 = the clean "
                                                  "training labels' mean, as Cole et al.")
     role_lr_multiplier: float = setting(10.0, "role: the label estimates' Adam learning rate over the backbone's")
-    em_alpha: float = setting(0.2, "em, em_apl: weight of the entropy of the unannotated labels "
+    em_alpha: float = setting(0.2, "em, em_apl, vlpl: weight of the entropy of the unannotated labels "
                                    "(0.1 COCO, NUS; 0.01 CUB)")
     apl_beta: float = setting(0.02, "em_apl: weight of the pseudo-negative loss (0.9 COCO, 0.2 NUS, 0.4 CUB)")
     apl_negative_share: float = setting(0.9, "em_apl: share of each class's unannotated labels pseudo-labelled "
@@ -113,6 +113,32 @@ class MethodConfig:
     boostlu_alpha: float = setting(5.0, "boostlu: positive CAM values are multiplied by this, in training and at "
                                         "inference")
     boostlu_base: str = setting("ll_r", "boostlu: the Large Loss variant it trains with")
+    # GR-Loss (Chen et al., IJCAI 2024), its authors' defaults: K(p) = sigmoid(w p + b), V(p) a Gaussian of
+    # mean mu and std sigma, each moving linearly from its start to its end value over train.epochs
+    gr_k_slope_start: float = setting(0.0, "gr_loss: w of K(p) = sigmoid(w p + b), the chance that an unannotated "
+                                           "label is a positive, in the first epoch")
+    gr_k_slope_end: float = setting(2.0, "gr_loss: where w moves toward (it reaches start + (end - start) (T - 1) / T "
+                                         "in the last of T epochs, as the authors')")
+    gr_k_bias_start: float = setting(-2.0, "gr_loss: b of K(p) in the first epoch")
+    gr_k_bias_end: float = setting(-2.0, "gr_loss: where b moves toward, as w")
+    gr_v_mean_start: float = setting(0.5, "gr_loss: the mean mu of the weight V(p) = exp(-(p - mu)^2 / 2 sigma^2) "
+                                          "starts here (the first epoch already takes one step of T)")
+    gr_v_mean_end: float = setting(0.8, "gr_loss: mu in the last epoch")
+    gr_v_std_start: float = setting(2.0, "gr_loss: the std sigma of V(p) starts here, as mu")
+    gr_v_std_end: float = setting(0.5, "gr_loss: sigma in the last epoch")
+    gr_q_positive: float = setting(0.01, "gr_loss: q of an unannotated label's positive-side loss (1 - p^q) / q "
+                                         "(q -> 0: -log p)")
+    gr_q_negative: float = setting(1.0, "gr_loss: q of its negative-side loss (1 - (1 - p)^q) / q (1: p itself)")
+    # A frozen teacher's per-image class scores (teacher.py) and the method that reads them, VLPL's defaults
+    teacher: str = setting("", "vlpl: the frozen teacher that scores every training image once: noisy_oracle, "
+                               "imagenet_mobilenet_v2, or module:attribute of your own (docs/methods.md)")
+    teacher_noise: float = setting(0.5, "teacher=noisy_oracle: its scores are the clean labels plus uniform noise "
+                                        "in [-noise, noise], clipped to [0, 1]")
+    teacher_class_map: str = setting("", "teacher=imagenet_mobilenet_v2: a JSON file {class name: [ImageNet class "
+                                         "indices]}; a class scores the probability of its indices")
+    teacher_threshold: float = setting(0.3, "vlpl: an unannotated label whose teacher score exceeds this is a "
+                                            "pseudo-positive (VLPL: 0.3)")
+    vlpl_beta: float = setting(0.7, "vlpl: weight of the pseudo-positives' loss (VLPL: 0.7)")
 
 
 @dataclass
@@ -170,9 +196,15 @@ class Range:
         return low_ok and high_ok
 
     def __str__(self):
+        if self.low == -math.inf and self.high == math.inf:
+            return "any finite number"
         low = f"{'>' if self.low_open else '>='} {self.low}"
         high = f"{'<' if self.high_open else '<='} {self.high}"
         return low if self.high == math.inf else f"{low} and {high}"
+
+
+def any_number():
+    return Range()
 
 
 def at_least(low):
@@ -217,6 +249,19 @@ RANGES = {
     "method.apl_negative_share": between(0, 1),
     "method.ll_delta_rel": between(0, 100),
     "method.boostlu_alpha": above(0),
+    "method.gr_k_slope_start": any_number(),
+    "method.gr_k_slope_end": any_number(),
+    "method.gr_k_bias_start": any_number(),
+    "method.gr_k_bias_end": any_number(),
+    "method.gr_v_mean_start": any_number(),  # a mean outside [0, 1] is a weight that rises or falls monotonically
+    "method.gr_v_mean_end": any_number(),
+    "method.gr_v_std_start": above(0),
+    "method.gr_v_std_end": above(0),
+    "method.gr_q_positive": between(0, 1, low_open=True),  # q = 0 divides by 0 (its limit is -log p)
+    "method.gr_q_negative": between(0, 1, low_open=True),
+    "method.teacher_noise": between(0, 1),
+    "method.teacher_threshold": between(0, 1, high_open=True),  # scores are in [0, 1]: 1 would flag nothing
+    "method.vlpl_beta": at_least(0),
     "optim.lr": above(0),
     "optim.reference_batch_size": at_least(1),
     "optim.weight_decay": at_least(0),

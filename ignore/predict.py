@@ -132,7 +132,7 @@ def main(argv=None):
             if images is not None:
                 with accelerator.autocast():
                     logits = model(images.to(accelerator.device))["logits"]
-                for index, row in zip(indices, torch.sigmoid(logits.float()).cpu().tolist()):
+                for index, row in zip(indices, torch.sigmoid(logits.double()).cpu().tolist()):
                     probabilities[index] = row
             bar.update(len(indices) + len(failures))
     if not probabilities:

@@ -1,12 +1,15 @@
 """Launched by test_baselines_ranks.py under `accelerate launch --num_processes 2`.
 
 1. write_shared_rows with uneven shards (rank 0 two rows, rank 1 one) that share a row.
-2. role, ll_cp and em_apl steps on each rank's shard of the same global batches (one step
-   with uneven shards); every buffer of every method is then gathered as hex floats.
+2. role, ll_cp, em_apl and vlpl steps on each rank's shard of the same global batches (one step
+   with uneven shards); every buffer of every method is then gathered as hex floats. vlpl's noisy
+   oracle teacher first scores 13 of the 16 rows (uneven shares: 7 and 6) into a cache beside the
+   JSON file; building the method then scores only the 3 rows missing.
 Rank 0 writes the JSON file named on the command line.
 """
 import json
 import sys
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -14,10 +17,25 @@ from torch import nn
 
 from ignore.config import MethodConfig
 from ignore.losses.registry import build_method
+from ignore.losses.noisy_oracle import NoisyOracle
 from ignore.losses.row_state import write_shared_rows
+from ignore.losses.teacher import TrainingImages, shared_teacher_scores
 
 NUM_ROWS, NUM_CLASSES = 16, 4
 SHARDS = [(4, 4), (4, 4), (5, 3), (4, 4)]  # images of each rank in each step of an epoch
+
+
+# the noisy oracle's clean labels of the 16 rows
+TEACHER_LABELS = ((torch.arange(NUM_ROWS)[:, None] + torch.arange(NUM_CLASSES)) % 3 == 0).float().tolist()
+
+
+class LabelsOnly(list):
+    """A training split as the noisy oracle reads it: its labels, a length, the datasets library's fingerprint."""
+
+    _fingerprint = "ranks"
+
+    def __getitem__(self, column):
+        return list(self) if column == "labels" else super().__getitem__(column)
 
 
 class ImageIsCAM(nn.Module):
@@ -47,8 +65,14 @@ def main(out_path):
     write_shared_rows(accelerator, rows, [shared], [values])
     result["shared"] = accelerator.gather(shared[None]).tolist()
 
-    context = dict(num_train_rows=NUM_ROWS, positives_per_image=1.5, lr=0.01, epochs=3, seed=7)
-    for name, settings in (("role", {}), ("ll_cp", {"ll_delta_rel": 10.0}), ("em_apl", {"warm_up": 1})):
+    folder = Path(out_path).parent
+    images = TrainingImages(LabelsOnly(TEACHER_LABELS), 13, folder, folder, [f"c{c}" for c in range(NUM_CLASSES)])
+    oracle = NoisyOracle(TEACHER_LABELS, 0.5)
+    result["first_13_rows"] = shared_teacher_scores(accelerator, oracle, oracle.name, images).tolist()
+    images.rows = NUM_ROWS
+    context = dict(num_train_rows=NUM_ROWS, positives_per_image=1.5, lr=0.01, epochs=3, seed=7, train_images=images)
+    for name, settings in (("role", {}), ("ll_cp", {"ll_delta_rel": 10.0}), ("em_apl", {"warm_up": 1}),
+                           ("vlpl", {"teacher": "noisy_oracle", "teacher_noise": 0.5})):
         method = build_method(MethodConfig(name=name, **settings), NUM_CLASSES, accelerator, **context)
         model = ImageIsCAM()
         seen_by_rank1 = set()

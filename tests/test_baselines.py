@@ -21,6 +21,7 @@ from ignore.config import MethodConfig
 from ignore.errors import SPMLError
 from ignore.losses.registry import build_method
 from ignore.losses.row_state import first_writers
+from ignore.losses.teacher import TrainingImages
 from ignore.models.cam_boost import EXPORT_KEY, export_logits
 
 IMAGES = torch.tensor([
@@ -239,3 +240,82 @@ def test_role_losses_and_one_adam_step_on_the_batch_rows(accelerator):
 def test_a_row_written_twice_in_one_step_takes_the_first_writers_values():
     # gathered rows in rank order: rank 0 [3, 1], rank 1 [1, -1 (padding)]
     assert first_writers(torch.tensor([3, 1, 1, -1])).tolist() == [0, 1, 1, 0]
+
+
+def gr_unannotated(z, w, b, mu, sigma, q_negative=1.0):
+    """GR-Loss of one unannotated logit: V (K (1 - p^0.01) / 0.01 + (1 - K) (1 - (1 - p)^q-) / q-)."""
+    p = sigmoid(z)
+    k, v = sigmoid(w * p + b), math.exp(-0.5 * ((p - mu) / sigma) ** 2)
+    return v * (k * (1 - p ** 0.01) / 0.01 + (1 - k) * (1 - (1 - p) ** q_negative) / q_negative)
+
+
+@pytest.mark.parametrize("epoch, schedule, q_negative", [
+    # 3 epochs, the authors' defaults: w 0 -> 2, b -2, mu 0.5 -> 0.8, sigma 2 -> 0.5. Epoch 0: w = 0 (their
+    # epoch 1), mu and sigma already one third of the way: 0.6, 1.5. Epoch 2 (the last): w = 2 x 2/3, mu 0.8, sigma 0.5.
+    (0, (0.0, -2.0, 0.6, 1.5), 1.0),
+    (2, (4 / 3, -2.0, 0.8, 0.5), 0.5),
+])
+def test_gr_loss_weighs_each_unannotated_label_between_its_positive_and_negative_losses(accelerator, epoch, schedule,
+                                                                                        q_negative):
+    method = make("gr_loss", accelerator, gr_q_negative=q_negative)
+    assert method.schedule(epoch) == pytest.approx(schedule)
+    unannotated = [z for z, positive in entries() if not positive]  # 0, -2, 0.5, 2
+    expected = (sp(-1) + sp(0) + sum(gr_unannotated(z, *schedule, q_negative) for z in unannotated)) / 6
+    output = loss_of(method, epoch)
+    assert output.loss.item() == pytest.approx(expected, rel=1e-5)
+    w, b = schedule[:2]
+    k_mean = sum(sigmoid(w * sigmoid(z) + b) for z in unannotated) / 4
+    assert output.parts["k_mean"].item() == pytest.approx(k_mean, rel=1e-5)
+
+
+def test_gr_loss_schedule_over_the_authors_eight_epochs():
+    # their epoch e of T = 8: w = 2 (e - 1) / 8, mu = 0.5 + 0.3 e / 8; our epoch 7 is their 8th, the last
+    method = build_method(MethodConfig(name="gr_loss"), 3, None, epochs=8)
+    assert method.schedule(7) == pytest.approx((1.75, -2.0, 0.8, 0.5))
+    assert method.schedule(3) == pytest.approx((0.75, -2.0, 0.65, 1.25))
+
+
+class LabelsOnly:
+    """A training split as the noisy oracle reads it: clean labels, a length, the datasets library's fingerprint."""
+
+    _fingerprint = "labels-only"
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, column):
+        assert column == "labels"
+        return self.labels
+
+
+def test_vlpl_trains_the_teachers_pseudo_positives_as_smoothed_positives_and_the_rest_as_em(accelerator, tmp_path):
+    # a noiseless oracle teacher: dataset rows 5 and 2 carry the batch's clean labels, so it scores the two false
+    # negatives (0, 1) z=0 and (1, 1) z=2 at 1 > 0.3: pseudo-positives, 0.7 x BCE against 0.9
+    labels = torch.zeros(NUM_TRAIN_ROWS, 3)
+    labels[5], labels[2] = LABELS[0], LABELS[1]
+    images = TrainingImages(LabelsOnly(labels.tolist()), NUM_TRAIN_ROWS, tmp_path, tmp_path, ["a", "b", "c"])
+    method = build_method(MethodConfig(name="vlpl", teacher="noisy_oracle", teacher_noise=0.0), 3, accelerator,
+                          num_train_rows=NUM_TRAIN_ROWS, train_images=images)
+    assert torch.equal(method.teacher_scores, labels)
+    assert (tmp_path / "teacher_scores" / "noisy_oracle-0-labels-only.npy").is_file()
+    expected = (sp(-1) + 0.7 * (0.9 * sp(0) + 0.1 * sp(0)) - 0.2 * entropy(-2)
+                - 0.2 * entropy(0.5) + 0.7 * (0.9 * sp(-2) + 0.1 * sp(2)) + sp(0)) / 6
+    output = loss_of(method)
+    assert output.loss.item() == pytest.approx(expected, rel=1e-6)
+    counts = {key: value.item() for key, value in output.counts.items()}
+    assert (counts["flagged"], counts["flagged_true_fn"], counts["false_negatives"]) == (2, 2, 2)
+    method.teacher_scores[2, 0] = 0.31  # (1, 0) z=0.5 now passes the threshold too, (1, 1) falls below it
+    method.teacher_scores[2, 1] = 0.3
+    expected += (0.7 * (0.9 * sp(-0.5) + 0.1 * sp(0.5)) + 0.2 * entropy(0.5)
+                 - 0.7 * (0.9 * sp(-2) + 0.1 * sp(2)) - 0.2 * entropy(2)) / 6
+    assert loss_of(method).loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_vlpl_without_a_teacher_is_one_error_line(accelerator, tmp_path):
+    images = TrainingImages(LabelsOnly([[0, 0, 0]] * 2), 2, tmp_path, tmp_path, ["a", "b", "c"])
+    with pytest.raises(SPMLError, match=r"method.name=vlpl needs a teacher: method.teacher=noisy_oracle \| "
+                                        "imagenet_mobilenet_v2 or module:attribute of your own"):
+        build_method(MethodConfig(name="vlpl"), 3, accelerator, num_train_rows=2, train_images=images)

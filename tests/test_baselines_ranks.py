@@ -1,6 +1,11 @@
 """The baselines' per-image state under a real 2-process launch: bitwise the same on both ranks."""
 import json
 
+import numpy as np
+import torch
+
+from baselines_ranks_worker import TEACHER_LABELS
+from ignore.losses.noisy_oracle import NoisyOracle
 from launching import run_worker
 
 
@@ -13,9 +18,14 @@ def test_per_image_state_is_identical_on_both_ranks_and_holds_the_other_ranks_ro
     expected = [[0, 0], [11.0, 11.5], [0, 0], [10.0, 10.5], [0, 0]]
     assert values["shared"] == [expected, expected]
 
-    for name in ("role", "ll_cp", "em_apl"):
+    for name in ("role", "ll_cp", "em_apl", "vlpl"):
         rank0, rank1 = values[name]["ranks"]
         assert rank0 == rank1, name
+    # vlpl's teacher table: every row scored by one rank or the other, on both, as one process scores them
+    oracle = NoisyOracle(TEACHER_LABELS, 0.5).scores_of_rows(torch.arange(16))
+    assert values["first_13_rows"] == oracle[:13].tolist()
+    assert values["vlpl"]["buffers"]["teacher_scores"] == oracle.double().tolist()
+    assert not np.isnan(np.load(tmp_path / "teacher_scores" / "noisy_oracle-0.5-ranks.npy")).any()
     role = values["role"]["buffers"]
     rows_of_rank1 = values["role"]["rows_seen_by_rank1"]
     assert all(role["visits"][row] > 0 for row in rows_of_rank1)  # rank 0's copy holds rank 1's updates

@@ -1,6 +1,7 @@
 """The stateful baselines through train.py: resume restores their per-image state bit for bit,
-two processes keep it identical, and BoostLU's export scores as its evaluation does."""
+two processes keep it identical (vlpl's teacher table too), and BoostLU's export scores as its evaluation does."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -10,11 +11,14 @@ from PIL import Image
 from ignore.data.format import load_dataset
 from ignore.data.views import eval_view
 from ignore.inference import load_export, predict_probabilities
+from ignore.losses.noisy_oracle import NoisyOracle
 from test_train import TWO_PROCESSES, assert_same_state, final_state, run_train, tiny_run_overrides
 
 # ll_delta_rel 10: from the second epoch, 10% of a batch's entries are corrected
 STATEFUL = {"role": ["method.name=role"], "ll_cp": ["method.name=ll_cp", "method.ll_delta_rel=10"]}
 BUFFERS = {"role": "estimate_logits", "ll_cp": "corrected"}
+# trained once each on two processes: the stateful methods, and vlpl (its teacher's table a buffer)
+TWO_PROCESS_RUNS = {**STATEFUL, "vlpl": ["method.name=vlpl", "method.teacher=noisy_oracle"]}
 
 
 @pytest.mark.parametrize("name", sorted(STATEFUL))
@@ -38,19 +42,27 @@ def test_resume_mid_epoch_restores_the_per_image_state_bit_for_bit(tiny_dataset,
     assert_same_state(final_state(tmp_path / "broken"), expected)
 
 
-@pytest.mark.parametrize("name", sorted(STATEFUL))
+@pytest.mark.parametrize("name", sorted(TWO_PROCESS_RUNS))
 def test_two_processes_end_with_the_same_per_image_state(tiny_dataset, tmp_path, name):
-    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "ddp", *STATEFUL[name], "train.batch_size=4"),
+    dataset = tmp_path / "dataset"
+    shutil.copytree(tiny_dataset, dataset)  # vlpl caches its teacher's scores beside the dataset
+    result = run_train(*tiny_run_overrides(dataset, tmp_path / "ddp", *TWO_PROCESS_RUNS[name], "train.batch_size=4"),
                        launcher=TWO_PROCESSES)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2
+    last_epoch = metrics["last_epoch_train"]
     assert metrics["thresholds_identical_across_ranks"] is True  # every method buffer, compared bit for bit
     method_state = final_state(tmp_path / "ddp")[2]
     if name == "role":
         assert (method_state["visits"] == 2).all()  # both ranks' rows, each once an epoch
-    else:
+    elif name == "ll_cp":
         assert method_state["corrected"].any()
+    else:  # the teacher's table, as one process scores it, and the pseudo-positives it gave
+        labels = load_dataset(dataset).splits["train"]["labels"]
+        assert torch.equal(method_state["teacher_scores"], NoisyOracle(labels, 0.5).scores_of_rows(torch.arange(32)))
+        assert last_epoch["flagged"] > 0 and 0 <= last_epoch["fn_precision"] <= 1
+        assert len(list((dataset / "teacher_scores").glob("noisy_oracle-0.5-*.npy"))) == 1
 
 
 def test_boostlu_export_reproduces_the_boosted_test_scores(tiny_dataset, tmp_path):

@@ -241,12 +241,13 @@ def test_help_lists_every_key_with_its_type_default_range_choices_and_meaning():
     assert "  optim.lr (float, default 0.001, range > 0)" in text
     assert "  optim.scheduler (str, default 'none', one of none | onecycle)" in text
     for method in ("ignore", "an", "never_reject", "oracle_reject", "an_ls", "wan", "epr", "role", "em", "em_apl",
-                   "ll_r", "ll_ct", "ll_cp", "boostlu", "full", "random_reject"):
+                   "ll_r", "ll_ct", "ll_cp", "boostlu", "full", "random_reject", "gr_loss", "vlpl"):
         assert f" {method} " in text.split("  method.name (")[1].split(")")[0] + " ", method
 
 
 FREE_TEXT = {"data.path", "data.image_root", "data.image_column", "data.label_column", "model.pretrained",
-             "train.output_dir", "train.resume"}  # paths, column names, weights: no fixed set
+             "train.output_dir", "train.resume",
+             "method.teacher", "method.teacher_class_map"}  # paths, column names, weights, a teacher: no fixed set
 
 
 def test_every_string_setting_is_free_text_or_has_its_registrys_choices():

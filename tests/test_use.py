@@ -127,7 +127,10 @@ def test_the_classifier_predicts_paths_and_pil_images_at_its_thresholds_or_one_g
     with Image.open(test_images[3]) as image:
         one_image, an_image_and_a_path = model.predict(image), model.predict([image, test_images[4]])
     assert len(from_paths) == 16 and len(one_image) == 1 and len(an_image_and_a_path) == 2
-    assert one_image[0] == an_image_and_a_path[0] and an_image_and_a_path[1]["labels"] == from_paths[4]["labels"]
+    # the same image alone or in a batch of two: a batch's own convolution kernels may move the 8th digit
+    assert one_image[0]["labels"] == an_image_and_a_path[0]["labels"]
+    assert one_image[0]["probabilities"] == pytest.approx(an_image_and_a_path[0]["probabilities"], abs=1e-6)
+    assert an_image_and_a_path[1]["labels"] == from_paths[4]["labels"]
     assert one_image[0]["probabilities"] == pytest.approx(from_paths[3]["probabilities"], abs=1e-6)
     probabilities = np.array([[prediction["probabilities"][name] for name in model.class_names]
                               for prediction in from_paths])

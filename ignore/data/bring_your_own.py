@@ -45,7 +45,7 @@ def load_hf_dataset(path, image_column, label_column):
     tables = {name: labelled[origin[name]].select(split.images) for name, split in splits.items()}
     meta = dataset_meta(splits, class_names, source=f"huggingface:{path}", image_root=path, protocol=protocol)
     # Image paths start at the dataset directory; `path / "/abs"` is "/abs", so absolute ones work too.
-    return SPMLDataset(tables, meta, path)
+    return SPMLDataset(tables, meta, path, path)
 
 
 def open_splits(path):

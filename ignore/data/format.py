@@ -156,6 +156,7 @@ class SPMLDataset:
     splits: dict
     meta: dict
     image_root: Path
+    folder: Path = None  # where the dataset lives (a teacher's scores are cached there)
 
     @property
     def class_names(self):
@@ -208,7 +209,7 @@ def load_dataset(path, image_root=None):
     root = Path(image_root if image_root is not None else meta["image_root"])
     if not root.is_absolute():
         root = path / root
-    return SPMLDataset(splits, meta, root)
+    return SPMLDataset(splits, meta, root, path.resolve())
 
 
 def refuse_empty_splits(path):

@@ -62,7 +62,7 @@ class Method(nn.Module):
     ratios = {}
 
     def __init__(self, config, num_classes, accelerator, seed=0, normalisation=IMAGENET, num_train_rows=0,
-                 positives_per_image=0.0, lr=0.0, epochs=1):
+                 positives_per_image=0.0, lr=0.0, epochs=1, train_images=None):
         super().__init__()
         self.config = config
         self.num_classes = num_classes
@@ -73,6 +73,7 @@ class Method(nn.Module):
         self.positives_per_image = positives_per_image  # mean clean positives per training image (EPR's k)
         self.lr = lr  # the backbone's learning rate after batch scaling (ROLE's label estimates)
         self.epochs = epochs  # train.epochs (APL's labelling schedule)
+        self.train_images = train_images  # teacher.TrainingImages: what a teacher scores (vlpl)
 
     def step(self, model, batch, epoch):
         raise NotImplementedError

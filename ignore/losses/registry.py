@@ -27,6 +27,15 @@ METHODS = {
     "ll_ct": ("large_loss", "LargeLoss", {"correction": "temporary"}),
     "ll_cp": ("large_loss", "LargeLoss", {"correction": "permanent"}),
     "boostlu": ("boostlu", "BoostLU", {}),  # on method.boostlu_base
+    "gr_loss": ("gr_loss", "GeneralisedRobustLoss", {}),
+    "vlpl": ("vlpl", "TeacherPseudoPositives", {}),  # reads method.teacher
+}
+
+# method.teacher's built-in values: (module under ignore/, class), each built by its from_settings(config, images,
+# device); any other value is module:attribute of the user's own (teacher.py)
+TEACHERS = {
+    "noisy_oracle": ("losses.noisy_oracle", "NoisyOracle"),  # reads the clean training labels
+    "imagenet_mobilenet_v2": ("models.imagenet_teacher", "ImageNetTeacher"),
 }
 
 # The fixed values of the methods' other string settings (the config checks them when it is parsed).
@@ -49,7 +58,7 @@ CHOICES = {
 
 
 def build_method(config, num_classes, accelerator, **context):
-    """context: seed, normalisation, num_train_rows, positives_per_image, lr, epochs (see Method)."""
+    """context: seed, normalisation, num_train_rows, positives_per_image, lr, epochs, train_images (see Method)."""
     if config.name not in METHODS:
         raise SPMLError(f"method.name '{config.name}' is not one of {sorted(METHODS)}")
     module, name, arguments = METHODS[config.name]

@@ -89,8 +89,10 @@ def torchvision_weights(name, pretrained):
     return members.get(wanted)
 
 
-def load_torchvision_network(name, weights, output_stride):
-    """torchvision's network with `weights` (downloaded into TORCH_HOME if absent), at `output_stride`."""
+def load_torchvision_network(name, weights, output_stride, setting="model.pretrained"):
+    """torchvision's network with `weights` (downloaded into TORCH_HOME if absent), at `output_stride`.
+
+    setting: the key that asked for the weights, named by the error when they cannot be had."""
     dilate_resnet = name.startswith("resnet") and output_stride == 16
     if dilate_resnet and name != "resnet50":
         raise SPMLError(f"model.output_stride=16 needs dilated bottleneck blocks: use resnet50, not {name}")
@@ -101,7 +103,7 @@ def load_torchvision_network(name, weights, output_stride):
     try:
         network = torchvision.models.get_model(name, weights=weights, **options)
     except (urllib.error.URLError, OSError) as error:
-        raise SPMLError(f"model.pretrained: {name} {weights.name} weights are not in {cached} and could not be "
+        raise SPMLError(f"{setting}: {name} {weights.name} weights are not in {cached} and could not be "
                         f"downloaded ({error}); copy the file there or set TORCH_HOME") from None
     except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
         raise SPMLError(f"{cached}: cannot read {name} {weights.name} weights ({type(error).__name__}); "

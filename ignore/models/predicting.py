@@ -31,13 +31,13 @@ def preprocessing(model):
 
 @torch.no_grad()
 def predict_probabilities(model, images):
-    """Probabilities (N, C) for a list of PIL images (any mode, see `to_rgb`) or image paths, preprocessed as in
-    evaluation."""
+    """Probabilities (N, C), float64, for a list of PIL images (any mode, see `to_rgb`) or image paths,
+    preprocessed as in evaluation."""
     transform = preprocessing(model)
     device = next(model.parameters()).device
     rgb = [open_rgb(Path(), image) if isinstance(image, (str, Path)) else to_rgb(image) for image in images]
     batch = torch.stack([transform(image) for image in rgb]).to(device)
-    return torch.sigmoid(model(batch)["logits"].float()).cpu()
+    return torch.sigmoid(model(batch)["logits"].double()).cpu()  # float64: no 1.0 below a logit of 36
 
 
 def labels_at(probabilities, class_names, thresholds):

@@ -190,13 +190,15 @@ def evaluate(model, loader, accelerator, eval_logits=lambda output: output["logi
         batch_logits, batch_labels = accelerator.gather_for_metrics((batch_logits.float(), batch["labels"]))
         logits.append(batch_logits.cpu())
         labels.append(batch_labels.cpu())
-    logits, labels = torch.cat(logits), torch.cat(labels)
-    bce = F.binary_cross_entropy_with_logits(logits, (labels == 1).float()).item()
+    # in float64: float32's sigmoid is exactly 1.0 above a logit of 16.6, and such ties would lower AP and
+    # put a decision threshold at 0.99999994
+    logits, labels = torch.cat(logits).double(), torch.cat(labels)
+    bce = F.binary_cross_entropy_with_logits(logits, (labels == 1).double()).item()
     scores, labels = torch.sigmoid(logits).numpy(), labels.numpy()
     metrics = {**multilabel_metrics(scores, labels), "bce": bce}
     if thresholds is not None:
         metrics["CF1_val_thresholds"], metrics["OF1_val_thresholds"] = cf1_of1(scores, labels, thresholds)
-    return metrics, scores.astype(np.float32), labels
+    return metrics, scores, labels
 
 
 def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):

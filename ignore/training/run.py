@@ -16,6 +16,7 @@ from ..data.loading import build_loaders, load_spml_data, preview_batch, trainin
 from ..errors import SPMLError
 from ..files import make_output_dir
 from ..losses.registry import build_method
+from ..losses.teacher import TrainingImages
 from ..models.build import build_model, model_settings
 from ..models.sync_batchnorm import synchronise_batchnorm
 from .checkpoint import Progress, checkpoint_dir, network, require_same_weights, resolve_resume
@@ -66,9 +67,11 @@ def train_in_own_folder(config, argv, accelerator):
     global_batch = config.train.batch_size * accelerator.num_processes * accelerator.gradient_accumulation_steps
     lr = scaled_lr(config.optim, global_batch)
     train_labels = np.asarray(training_rows(data, config.data)["labels"], dtype=np.float64)
+    train_images = TrainingImages(data.splits["train"], len(train_labels), data.image_root, data.folder,
+                                  data.class_names)
     method = build_method(config.method, num_classes, accelerator, seed=config.train.seed, normalisation=normalisation,
                           num_train_rows=len(train_labels), positives_per_image=float(train_labels.sum(1).mean()),
-                          lr=lr, epochs=config.train.epochs)
+                          lr=lr, epochs=config.train.epochs, train_images=train_images)
     train_loader, val_loader, test_loader = build_loaders(data, config.data, method.views, config.train.batch_size,
                                                           config.train.seed, normalisation)
     optimizer = build_optimizer(model, config.optim, config.model.head_lr_multiplier, lr)
