@@ -35,6 +35,7 @@ from .errors import SPMLError, exit_on_error
 from .files import write_text_atomic
 from .train import setting_choices
 
+CONSOLE = "console.log"  # what a run printed, in its folder
 IGNORED_KEYS = {"train.resume"}  # set by this command; not a difference between two runs
 
 
@@ -86,11 +87,12 @@ def ensure_run(directory, overrides, processes, threads=None, config=None):
                    *merged_overrides(overrides, ["train.resume=auto"])]
         print("$", " ".join(command), flush=True)
         directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / "train.log", "w") as log:
+        # the whole output, tracebacks too; not train.log, which the run writes itself
+        with open(directory / CONSOLE, "w") as log:
             environment = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
             result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
         if result.returncode != 0 or not metrics.is_file():
-            lines = (directory / "train.log").read_text(errors="replace").strip().splitlines() or ["(no output)"]
+            lines = (directory / CONSOLE).read_text(errors="replace").strip().splitlines() or ["(no output)"]
             raise SPMLError(f"{directory}: training failed (exit {result.returncode}): {lines[-1]}")
     else:
         print(f"reusing {directory}", flush=True)
