@@ -42,17 +42,19 @@ def tiny_dataset(tmp_path_factory):
     return root
 
 
-LAUNCHER_FAILURE = "torch.distributed.elastic.multiprocessing.errors.ChildFailedError"
+# how `accelerate launch` reports a failed process: torchrun's report of several, its own of one
+LAUNCHER_FAILURES = ("torch.distributed.elastic.multiprocessing.errors.ChildFailedError",
+                     "subprocess.CalledProcessError")
 TRACEBACK = "Traceback (most recent call last):"
 
 
 def tracebacks_of_ours(output):
     """The exception lines of the tracebacks in `output`, but the launcher's own: `accelerate launch`
-    (torchrun) reports a failed process with a ChildFailedError traceback that is not ours to change."""
+    reports a failed process with a traceback that is not ours to change."""
     found = []
     for block in output.split(TRACEBACK)[1:]:
         raised = next((line for line in block.splitlines() if line and not line.startswith((" ", "\t"))), "")
-        if not raised.startswith(LAUNCHER_FAILURE):
+        if not raised.startswith(LAUNCHER_FAILURES):
             found.append(raised)
     return found
 
