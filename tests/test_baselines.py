@@ -319,3 +319,140 @@ def test_vlpl_without_a_teacher_is_one_error_line(accelerator, tmp_path):
     with pytest.raises(SPMLError, match=r"method.name=vlpl needs a teacher: method.teacher=noisy_oracle \| "
                                         "imagenet_mobilenet_v2 or module:attribute of your own"):
         build_method(MethodConfig(name="vlpl"), 3, accelerator, num_train_rows=2, train_images=images)
+
+
+# Observed negatives (-1): image 1, class 0 (z = 0.5, clean 0) observed absent. A known negative costs its plain BCE
+# against 0, sp(0.5), in every method: never smoothed, down-weighted, rejected, corrected, estimated or pseudo-labelled.
+NEGATIVE = sp(0.5)
+
+
+def negative_batch():
+    step_batch = batch()
+    step_batch["observed"][1, 0] = -1.0
+    return step_batch
+
+
+def negative_loss_of(method, epoch=0):
+    return method.step(ImageIsCAM(), negative_batch(), epoch)
+
+
+def test_an_trains_an_observed_negative_against_0(accelerator):
+    assert negative_loss_of(make("an", accelerator)).loss.item() == pytest.approx(AN_LOSS, rel=1e-6)
+
+
+def test_an_ls_does_not_smooth_an_observed_negative(accelerator):
+    # as test_an_ls_smooths_both_targets_by_epsilon, but (1, 0) at target 0, not 0.1
+    expected = (0.9 * sp(-1) + 0.1 * sp(1) + math.log(2) + 0.1 * sp(2) + 0.9 * sp(-2)
+                + NEGATIVE + 0.1 * sp(-2) + 0.9 * sp(2) + math.log(2)) / 6
+    assert negative_loss_of(make("an_ls", accelerator)).loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_wan_weighs_an_observed_negative_1(accelerator):
+    expected = (sp(-1) + sp(0) / 2 + sp(-2) / 2 + NEGATIVE + sp(2) / 2 + sp(0)) / 6
+    assert negative_loss_of(make("wan", accelerator)).loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_epr_adds_the_bce_of_an_observed_negative(accelerator):
+    plain = loss_of(make("epr", accelerator, epr_expected_positives=1.5))
+    output = negative_loss_of(make("epr", accelerator, epr_expected_positives=1.5))
+    assert plain.parts["loss_negative"].item() == 0.0
+    assert output.parts["loss_negative"].item() == pytest.approx(NEGATIVE / 6, rel=1e-6)
+    assert output.loss.item() == pytest.approx(plain.loss.item() + NEGATIVE / 6, rel=1e-6)
+
+
+def test_em_trains_an_observed_negative_against_0_not_its_entropy(accelerator):
+    expected = (sp(-1) - 0.2 * entropy(0) - 0.2 * entropy(-2) + NEGATIVE - 0.2 * entropy(2) + sp(0)) / 6
+    assert negative_loss_of(make("em", accelerator)).loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_em_apl_never_pseudo_labels_an_observed_negative(accelerator):
+    method = make("em_apl", accelerator, warm_up=1)
+    method.pseudo_negative[2, 0] = True  # as if labelled: the observation wins
+    method.pseudo_target[2, 0] = 0.25
+    expected = (sp(-1) - 0.2 * entropy(0) - 0.2 * entropy(-2) + NEGATIVE - 0.2 * entropy(2) + sp(0)) / 6
+    output = negative_loss_of(method)
+    assert output.loss.item() == pytest.approx(expected, rel=1e-6)
+    assert output.counts["pseudo_negatives"].item() == 0
+    assert method.observed_unknown[2].tolist() == [False, True, False]  # not a candidate of the next labelling
+
+
+# Large Loss at epoch 1 (2 of 6 entries): without the observation, (1, 0) sp(0.5) = 0.97 would be the second
+# largest; as an observed negative it is no candidate, so (1, 1) sp(2) and (0, 1) sp(0) = 0.69 are modified.
+@pytest.mark.parametrize("name, expected", [
+    ("ll_r", (sp(-1) + 0 + sp(-2) + NEGATIVE + 0 + sp(0)) / 6),
+    ("ll_ct", (sp(-1) + sp(0) + sp(-2) + NEGATIVE + sp(-2) + sp(0)) / 6),
+    ("ll_cp", (sp(-1) + sp(0) + sp(-2) + NEGATIVE + sp(-2) + sp(0)) / 6),
+])
+def test_large_loss_never_modifies_an_observed_negative(accelerator, name, expected):
+    method = make(name, accelerator, ll_delta_rel=20.0)
+    output = negative_loss_of(method, epoch=1)
+    assert output.loss.item() == pytest.approx(expected, rel=1e-6)
+    counts = {key: value.item() for key, value in output.counts.items()}
+    assert (counts["flagged"], counts["flagged_true_fn"], counts["false_negatives"]) == (2, 2, 2)
+    if name == "ll_cp":
+        assert method.corrected.nonzero().tolist() == [[2, 1], [5, 1]]
+
+
+def test_boostlu_never_rejects_an_observed_negative(accelerator):
+    # boosted logits [5, 2, -2], [2.5, 10, 2]: (1, 0) sp(2.5) would be the second largest; (0, 1) sp(2) is rejected
+    expected = (sp(-5) + 0 + sp(-2) + sp(2.5) + 0 + sp(-2)) / 6
+    output = negative_loss_of(make("boostlu", accelerator, ll_delta_rel=20.0), epoch=1)
+    assert output.loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_gr_loss_trains_an_observed_negative_against_0(accelerator):
+    schedule = (0.0, -2.0, 0.6, 1.5)
+    unknown = [0.0, -2.0, 2.0]
+    expected = (sp(-1) + sp(0) + NEGATIVE + sum(gr_unannotated(z, *schedule) for z in unknown)) / 6
+    output = negative_loss_of(make("gr_loss", accelerator), epoch=0)
+    assert output.loss.item() == pytest.approx(expected, rel=1e-5)
+    k_mean = sum(sigmoid(schedule[1]) for _ in unknown) / 3  # w = 0 in epoch 0
+    assert output.parts["k_mean"].item() == pytest.approx(k_mean, rel=1e-5)
+
+
+def test_role_pins_an_observed_negative_to_0(accelerator):
+    method = make("role", accelerator, epr_expected_positives=1.995)
+    method.estimate_logits.zero_()
+    theta_positive = math.log(0.995 / 0.005)
+    theta = [[theta_positive, 0.0, 0.0], [-theta_positive, 0.0, theta_positive]]  # first visit: -1 at logit(0.005)
+    negative = [[0, 0, 0], [1, 0, 0]]
+    cells = [(LOGITS[i][c], POSITIVE[i][c], negative[i][c], theta[i][c]) for i in range(2) for c in range(3)]
+    # network: 0.5 mean[pos sp(-z) + neg sp(z) + BCE(z, e or 0 at the negative)]
+    network = 0.5 * sum(pos * sp(-z) + neg * sp(z) + (sp(z) if neg else sigmoid(t) * sp(-z) + (1 - sigmoid(t)) * sp(z))
+                        for z, pos, neg, t in cells) / 6
+    row_sums = [sum(sigmoid(z) for z in LOGITS[i]) for i in range(2)]
+    network += 0.5 * ((row_sums[0] + row_sums[1]) / 2 - 1.995) ** 2 / 9
+    # estimates: 0.5 mean[pos sp(-theta) + BCE(theta, p or 0 at the negative)] + 0.5 EPR of the estimates
+    labels = 0.5 * sum(pos * sp(-t) + (sp(t) if neg else sigmoid(z) * sp(-t) + (1 - sigmoid(z)) * sp(t))
+                       for z, pos, neg, t in cells) / 6
+    estimate_sums = [sum(sigmoid(t) for t in theta[i]) for i in range(2)]
+    labels += 0.5 * ((estimate_sums[0] + estimate_sums[1]) / 2 - 1.995) ** 2 / 9
+    output = negative_loss_of(method)
+    assert output.parts["loss_network"].item() == pytest.approx(network, rel=1e-5)
+    assert output.parts["loss_estimates"].item() == pytest.approx(labels, rel=1e-5)
+    # the negative's estimate moves toward 0 (one Adam step of lr 0.1), never toward the prediction
+    assert method.estimate_logits[2, 0].item() == pytest.approx(-theta_positive - 0.1, rel=1e-5)
+
+
+def test_vlpl_never_makes_an_observed_negative_a_pseudo_positive(accelerator, tmp_path):
+    labels = torch.zeros(NUM_TRAIN_ROWS, 3)
+    labels[5], labels[2] = LABELS[0], LABELS[1]
+    labels[2, 0] = 1.0  # the teacher scores the observed negative (1, 0) at 1 as well
+    images = TrainingImages(LabelsOnly(labels.tolist()), NUM_TRAIN_ROWS, tmp_path, tmp_path, ["a", "b", "c"])
+    method = build_method(MethodConfig(name="vlpl", teacher="noisy_oracle", teacher_noise=0.0), 3, accelerator,
+                          num_train_rows=NUM_TRAIN_ROWS, train_images=images)
+    expected = (sp(-1) + 0.7 * (0.9 * sp(0) + 0.1 * sp(0)) - 0.2 * entropy(-2)
+                + NEGATIVE + 0.7 * (0.9 * sp(-2) + 0.1 * sp(2)) + sp(0)) / 6
+    output = negative_loss_of(method)
+    assert output.loss.item() == pytest.approx(expected, rel=1e-6)
+    assert output.counts["flagged"].item() == 2
+
+
+def test_false_negatives_count_only_unknown_entries():
+    from ignore.losses.base import false_negatives, observed_negative, unannotated
+
+    step_batch = negative_batch()
+    step_batch["labels"][1, 0] = 1.0  # even a clean positive is no false negative once observed
+    assert unannotated(step_batch).tolist() == [[False, True, True], [False, True, False]]
+    assert observed_negative(step_batch).tolist() == [[False, False, False], [True, False, False]]
+    assert false_negatives(step_batch).tolist() == [[False, True, False], [False, True, False]]

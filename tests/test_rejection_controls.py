@@ -68,3 +68,31 @@ def test_choose_uniformly_takes_the_smallest_uniforms_among_candidates():
     chosen = choose_uniformly(torch.tensor(2), candidates, uniforms)
     assert chosen.tolist() == [[False, True, False], [True, False, False]]  # 0.05 is no candidate
     assert int(choose_uniformly(torch.tensor(9), candidates, uniforms).sum()) == 5  # at most every candidate
+
+
+def negative_batch():
+    """The batch with image 1, class 0 (flagged by the gap, clean 0) observed absent (-1)."""
+    step_batch = batch()
+    step_batch["observed"] = step_batch["observed"].clone()
+    step_batch["observed"][1, 0] = -1.0
+    return step_batch
+
+
+def test_ignore_never_rejects_an_observed_negative():
+    output = make_method("gap").step(ImageIsCAM(), negative_batch(), epoch=1)
+    assert output.parts["loss_ign"].item() == pytest.approx(loss_without({(0, 1), (0, 2)}), rel=1e-6)
+    counts = {name: int(value) for name, value in output.counts.items()}
+    assert (counts["flagged"], counts["rejected"], counts["false_negatives"]) == (2, 2, 1)
+    assert output.fn_scores["candidates"].tolist() == [[False, True, True], [False, True, False]]
+
+
+def test_no_control_rejects_an_observed_negative():
+    unknown = torch.tensor([[False, True, True], [False, True, False]])
+    for rule in ("random", "oracle"):
+        chosen = rejected_entries(rule, unknown & torch.tensor([[False, True, True], [False, False, False]]),
+                                  unknown, negative_batch(), epoch=1, seed=0)
+        assert not chosen[1, 0]
+    assert make_method("never").step(ImageIsCAM(), negative_batch(), epoch=1).parts["loss_ign"].item() == \
+        pytest.approx(loss_without(set()), rel=1e-6)
+    output = make_method("random").step(ImageIsCAM(), negative_batch(), epoch=1)
+    assert int(output.counts["rejected"]) == 2

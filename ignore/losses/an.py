@@ -1,4 +1,4 @@
-"""Assume negative (AN): every unannotated label is a negative."""
+"""Assume negative (AN): every unannotated label is a negative (an observed negative is one already)."""
 from .base import Method, StepOutput, bce, observed_positive, weak_logits
 
 

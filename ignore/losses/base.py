@@ -130,9 +130,20 @@ def observed_positive(batch):
     return batch["observed"] == 1
 
 
+def observed_negative(batch):
+    """(B, C) bool: the labels observed absent (-1), known negatives. No method rejects, corrects,
+    smooths, estimates or pseudo-labels them: each trains them with plain BCE against 0."""
+    return batch["observed"] == -1
+
+
+def unannotated(batch):
+    """(B, C) bool: the unknown labels (0), the only ones a method may treat as possibly wrong."""
+    return batch["observed"] == 0
+
+
 def false_negatives(batch):
     """(B, C) bool: the unannotated labels that the clean labels mark positive."""
-    return (batch["labels"] == 1) & ~observed_positive(batch)
+    return (batch["labels"] == 1) & unannotated(batch)
 
 
 def fn_counts(flagged, batch):

@@ -10,18 +10,25 @@ their score at labelling time) trained with weight beta, so that by the last epo
 One difference from the authors' code: they score the training set with an extra pass in
 eval mode after each epoch; here the scores are the sigmoid outputs the training steps of the
 previous epoch produced (no second pass, one loop). Losses are means over the B x C entries,
-as theirs.
+as theirs. An observed negative (-1) is known: BCE against 0, never an entropy term nor a
+pseudo-label.
 """
 import torch
 import torch.nn.functional as F
 
-from .base import Method, StepOutput, bce, entry_mean, false_negatives, observed_positive, weak_logits
+from .base import (Method, StepOutput, bce, entry_mean, false_negatives, observed_positive, unannotated,
+                   weak_logits)
 from .row_state import write_shared_rows
 
 
 def entropy(logits):
     """Binary entropy of sigmoid(logits) in logits form: softplus(z) - sigmoid(z) z."""
     return F.softplus(logits) - torch.sigmoid(logits) * logits
+
+
+def known_bce(logits, positive):
+    """BCE of the observed labels: against 1 at the observed positives, 0 at the observed negatives."""
+    return bce(logits, positive.float())
 
 
 class EntropyMaximisation(Method):
@@ -42,19 +49,17 @@ class EntropyMaximisation(Method):
 
     def step(self, model, batch, epoch):
         _, logits = weak_logits(model, batch)
-        positive = observed_positive(batch)
-        unannotated = ~positive
-        loss_matrix = torch.where(positive, bce(logits, torch.ones_like(logits)),
-                                  -self.config.em_alpha * entropy(logits))
+        positive, unknown = observed_positive(batch), unannotated(batch)
+        loss_matrix = torch.where(unknown, -self.config.em_alpha * entropy(logits), known_bce(logits, positive))
         counts = {}
         if self.pseudo_labels:
             self.label_before_epoch(epoch)
             rows = batch["index"]
-            pseudo = self.pseudo_negative[rows] & unannotated
+            pseudo = self.pseudo_negative[rows] & unknown
             pseudo_loss = self.config.apl_beta * bce(logits, self.pseudo_target[rows])
             loss_matrix = torch.where(pseudo, pseudo_loss, loss_matrix)
             write_shared_rows(self.accelerator, rows, [self.scores, self.observed_unknown, self.visited],
-                              [torch.sigmoid(logits.detach()), unannotated & (batch["observed"] == 0),
+                              [torch.sigmoid(logits.detach()), unknown,
                                torch.ones_like(rows, dtype=torch.bool)])
             counts = {"pseudo_negatives": pseudo.sum(), "pseudo_negative_true_fn": (pseudo & false_negatives(batch)).sum()}
         loss = entry_mean(loss_matrix)

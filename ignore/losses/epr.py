@@ -1,9 +1,10 @@
 """EPR (Cole et al., CVPR 2021): the observed positives only, plus the expected positive
-regulariser that pulls the batch's mean number of predicted positives toward k."""
+regulariser that pulls the batch's mean number of predicted positives toward k. Observed
+negatives (-1), when a dataset has them, add their BCE against 0."""
 import torch
 
 from ..errors import SPMLError
-from .base import Method, StepOutput, bce, entry_mean, observed_positive, weak_logits
+from .base import Method, StepOutput, bce, entry_mean, observed_negative, observed_positive, weak_logits
 
 
 def expected_positives(config, positives_per_image):
@@ -31,6 +32,8 @@ class ExpectedPositiveRegulariser(Method):
         positive = observed_positive(batch)
         # the positives' BCE summed, over all B x C entries as the authors (unannotated entries add 0)
         loss_positive = entry_mean(bce(logits, torch.ones_like(logits)) * positive)
+        loss_negative = entry_mean(bce(logits, torch.zeros_like(logits)) * observed_negative(batch))
         loss_epr = expected_positive_regulariser(torch.sigmoid(logits), self.k, self.num_classes)
-        loss = loss_positive + loss_epr
-        return StepOutput(loss, logits, {"loss_positive": loss_positive, "loss_epr": loss_epr})
+        loss = loss_positive + loss_negative + loss_epr
+        return StepOutput(loss, logits, {"loss_positive": loss_positive, "loss_negative": loss_negative,
+                                         "loss_epr": loss_epr})

@@ -12,12 +12,13 @@ K and V read p without a gradient, as the authors'. The four parameters move lin
 epoch, as in the authors' code (their epoch e = our epoch + 1, T = train.epochs): w and b from
 their start value, reaching start + (end - start) (T - 1) / T in the last epoch; mu and sigma one
 step ahead, from start + (end - start) / T in the first epoch to their end value in the last.
-Means over the B x C entries, as theirs. In logits form: p^q = exp(q log sigmoid(z)).
+Means over the B x C entries, as theirs. In logits form: p^q = exp(q log sigmoid(z)). An observed
+negative (-1) is known: BCE against 0, not the robust loss.
 """
 import torch
 import torch.nn.functional as F
 
-from .base import Method, StepOutput, bce, entry_mean, observed_positive, weak_logits
+from .base import Method, StepOutput, bce, entry_mean, observed_positive, unannotated, weak_logits
 
 
 def robust_losses(logits, q_positive, q_negative):
@@ -50,9 +51,10 @@ class GeneralisedRobustLoss(Method):
         v = torch.exp(-0.5 * ((p - mu) / sigma) ** 2)
         loss_positive_side, loss_negative_side = robust_losses(logits, self.config.gr_q_positive,
                                                                self.config.gr_q_negative)
-        unannotated = v * (k * loss_positive_side + (1 - k) * loss_negative_side)
-        loss = entry_mean(torch.where(positive, bce(logits, torch.ones_like(logits)), unannotated))
+        robust = v * (k * loss_positive_side + (1 - k) * loss_negative_side)
+        unknown = unannotated(batch)
+        loss = entry_mean(torch.where(unknown, robust, bce(logits, positive.float())))
         # the unannotated labels' mean K and V: where the schedules stand (no host sync)
-        count = (~positive).sum().clamp(min=1)
-        parts = {"loss_gr": loss, "k_mean": (k * ~positive).sum() / count, "v_mean": (v * ~positive).sum() / count}
+        count = unknown.sum().clamp(min=1)
+        parts = {"loss_gr": loss, "k_mean": (k * unknown).sum() / count, "v_mean": (v * unknown).sum() / count}
         return StepOutput(loss, logits, parts)

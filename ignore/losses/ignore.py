@@ -2,6 +2,7 @@
 
 A label is a likely false negative when its logit drops sharply once the image is masked
 down to the region of the observed positive (the information gap), SPEC section 2.
+Only unknown labels (0) can be rejected: an observed negative (-1) always keeps its BCE against 0.
 """
 import contextlib
 
@@ -12,7 +13,7 @@ from torch import nn
 from ..data.views import denormalise, pixel_to_normalised
 from ..errors import SPMLError
 from .base import (FN_RATIOS, Method, Picture, StepOutput, bce, false_negatives, fn_counts, masked_mean,
-                   observed_positive)
+                   observed_positive, unannotated)
 from .calibration import RejectionCalibration
 from .masking import positive_cam, positive_region_mask
 from .registry import CAM_NORMALISATIONS, GAPS, MASKED_BATCHNORM_MODES, MASK_FILLS, RULES
@@ -87,17 +88,17 @@ class Ignore(Method):
                                lambda stats: self.accelerator.reduce(stats, reduction="sum"))
 
         above_average = weak_logits.detach() > self.thresholds.average()  # LAT
-        unannotated = ~positive  # only unannotated labels can be false negatives
+        unknown = unannotated(batch)  # only unknown labels can be false negatives
         scores = {"gap": rule_gap, "gap_lat": torch.where(above_average, rule_gap, float("-inf")),
                   "absolute_gap": gap, "drop": drop, "logit": weak_logits.detach()}
         if config.rule == "calibrated":
             scores["calibrated"] = self.calibration.log_odds(drop, weak_logits.detach())
-            suspect = self.calibration.suspects(scores["calibrated"]) & unannotated
+            suspect = self.calibration.suspects(scores["calibrated"]) & unknown
         else:
-            suspect = (rule_gap > self.thresholds.gap()) & unannotated
+            suspect = (rule_gap > self.thresholds.gap()) & unknown
             if config.lat:
                 suspect &= above_average
-        reject = rejected_entries(self.rejection, suspect, unannotated, batch, epoch, self.seed)
+        reject = rejected_entries(self.rejection, suspect, unknown, batch, epoch, self.seed)
         if epoch < config.warm_up:
             reject = torch.zeros_like(reject)
 
@@ -118,7 +119,7 @@ class Ignore(Method):
         # (method.gap) alone and gated by LAT (labels below their class average rank last), both gap
         # definitions, the weak logit itself for comparison (does the gap know more than the logit?),
         # and under rule=calibrated the fitted log-odds.
-        fn_scores = {"scores": scores, "candidates": unannotated, "targets": true_fn}
+        fn_scores = {"scores": scores, "candidates": unknown, "targets": true_fn}
         return StepOutput(loss, weak_logits, parts, counts, fn_scores)
 
     def masked_pass(self, model, images, cam, positive):
@@ -148,9 +149,8 @@ class Ignore(Method):
                     output = network(images)
                 weak_logits = output["logits"].float()
                 _, masked_logits = self.masked_pass(model, images, output["cam"], positive)
-                unannotated = ~positive
                 gathered = self.accelerator.gather_for_metrics(
-                    (weak_logits - masked_logits, weak_logits, false_negatives(batch), unannotated))
+                    (weak_logits - masked_logits, weak_logits, false_negatives(batch), unannotated(batch)))
                 drop, logit, true_fn, candidates = (tensor.cpu() for tensor in gathered)
                 drops.append(drop[candidates])
                 logits.append(logit[candidates])

@@ -7,12 +7,13 @@ loss counts 0); LL-Ct corrects them to positive for this step only; LL-Cp correc
 good: they stay positive in every later epoch. (A widely copied implementation compares the
 variant name with `is`, so its LL-Cp never stores a correction and runs as LL-Ct; here the
 variant is an enum fixed at construction and the corrections are a per-image buffer.)
+Only unknown labels (0) are candidates: an observed negative (-1) keeps its BCE against 0.
 """
 import math
 
 import torch
 
-from .base import FN_RATIOS, Method, StepOutput, bce, fn_counts, entry_mean, observed_positive
+from .base import FN_RATIOS, Method, StepOutput, bce, fn_counts, entry_mean, observed_positive, unannotated
 from .row_state import write_shared_rows
 
 CORRECTIONS = ("reject", "temporary", "permanent")
@@ -50,10 +51,10 @@ class LargeLoss(Method):
         positive = observed_positive(batch)
         if self.correction == "permanent":
             positive = positive | self.corrected[batch["index"]]  # corrected in an earlier step
-        unannotated = ~positive
+        candidates = unannotated(batch) & ~positive  # unknown, not corrected before
         losses = bce(logits, positive.float())
         count = math.ceil(logits.numel() * self.rate(epoch))
-        flagged = largest(count, losses.detach(), unannotated)
+        flagged = largest(count, losses.detach(), candidates)
         if self.correction == "reject":
             loss_matrix = torch.where(flagged, torch.zeros_like(losses), losses)
         else:  # corrected: trained as positives

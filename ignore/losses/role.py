@@ -13,12 +13,16 @@ with the network's Adam (10x its learning rate); here they are buffers updated w
 one row at a time when the row is in a batch, bias-corrected by that row's own number of
 visits (a row appears once an epoch, so a dense Adam would move it on momentum long after).
 Rows are shared by every rank after each step (row_state.py) and checkpointed.
+
+An observed negative (-1) is known, never estimated: the network trains on BCE against 0
+there, mirroring the positives (its own term plus the estimate term with the estimate
+replaced by 0), and the estimate itself is pulled to 0, never toward the prediction.
 """
 import math
 
 import torch
 
-from .base import Method, StepOutput, bce, entry_mean, observed_positive, weak_logits
+from .base import Method, StepOutput, bce, entry_mean, observed_negative, observed_positive, weak_logits
 from .epr import expected_positive_regulariser, expected_positives
 from .row_state import write_shared_rows
 
@@ -42,10 +46,11 @@ class LabelEstimates(Method):
     def step(self, model, batch, epoch):
         _, logits = weak_logits(model, batch)
         rows = batch["index"]
-        positive = observed_positive(batch)
+        positive, negative = observed_positive(batch), observed_negative(batch)
         first_visit = (self.visits[rows] == 0)[:, None]
-        theta = torch.where(first_visit & positive, POSITIVE_INIT, self.estimate_logits[rows]).requires_grad_()
-        loss_network, loss_estimates = role_losses(logits, theta, positive, self.k, self.num_classes)
+        theta = torch.where(first_visit & positive, POSITIVE_INIT, self.estimate_logits[rows])
+        theta = torch.where(first_visit & negative, -POSITIVE_INIT, theta).requires_grad_()
+        loss_network, loss_estimates = role_losses(logits, theta, positive, self.k, self.num_classes, negative)
         (gradient,) = torch.autograd.grad(loss_estimates, theta)
         self.update_rows(rows, theta.detach(), gradient)
         loss = loss_network + loss_estimates.detach()
@@ -66,12 +71,18 @@ class LabelEstimates(Method):
                           [theta, first, second, visits])
 
 
-def role_losses(logits, theta, positive, k, num_classes):
-    """(network loss, estimate loss): each side learns against the other side detached."""
+def role_losses(logits, theta, positive, k, num_classes, negative=None):
+    """(network loss, estimate loss): each side learns against the other side detached; at an
+    observed negative (`negative`, (B, C) bool) both learn against 0 instead."""
     predictions, estimates = torch.sigmoid(logits), torch.sigmoid(theta)
-    ones = torch.ones_like(logits)
-    network = 0.5 * entry_mean(bce(logits, ones) * positive + bce(logits, estimates.detach()))
+    ones, zeros = torch.ones_like(logits), torch.zeros_like(logits)
+    if negative is None:
+        negative = torch.zeros_like(positive)
+    estimate_targets = torch.where(negative, zeros, estimates.detach())
+    prediction_targets = torch.where(negative, zeros, predictions.detach())
+    network = 0.5 * entry_mean(bce(logits, ones) * positive + bce(logits, zeros) * negative
+                               + bce(logits, estimate_targets))
     network = network + 0.5 * expected_positive_regulariser(predictions, k, num_classes)
-    labels = 0.5 * entry_mean(bce(theta, ones) * positive + bce(theta, predictions.detach()))
+    labels = 0.5 * entry_mean(bce(theta, ones) * positive + bce(theta, prediction_targets))
     labels = labels + 0.5 * expected_positive_regulariser(estimates, k, num_classes)
     return network, labels
