@@ -48,7 +48,7 @@ VERIFIED = {0.0: -1, 1.0: 1}  # Confidence -> observed
 def open_csv(path):
     if not path.is_file():
         raise SPMLError(f"{path}: file not found")
-    return path.open(newline="", encoding="utf-8")
+    return path.open(newline="", encoding="utf-8-sig")  # a byte-order mark would hide the header
 
 
 def read_class_descriptions(root, subset):
