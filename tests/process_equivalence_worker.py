@@ -44,7 +44,7 @@ def train(accelerator, global_statistics):
     model = CAMClassifier("small_cnn", NUM_CLASSES)
     if global_statistics and accelerator.num_processes > 1:
         model = synchronise_batchnorm(model, accelerator.device)
-    method = Ignore(MethodConfig(warm_up=0, gap_lambda=0.5, avg_lambda=0.5), NUM_CLASSES, accelerator)
+    method = Ignore(MethodConfig(rule="ema", warm_up=0, gap_lambda=0.5, avg_lambda=0.5), NUM_CLASSES, accelerator)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()

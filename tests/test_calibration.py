@@ -1,5 +1,6 @@
 """IGNORE's calibrated rule: the logistic fit against scikit-learn, the step's rejections by hand,
 and the fit on validation batches scored as the step scores training batches."""
+import logging
 import math
 
 import numpy as np
@@ -77,3 +78,15 @@ def test_the_ema_rule_learns_nothing_on_the_validation_split():
     assert make_method().calibrate(ImageIsCAM(), []) == {}
     assert RejectionCalibration(0.5).suspects(torch.ones(2, 3)).sum() == 0  # not fitted yet
     assert "calibrated" not in make_method().step(ImageIsCAM(), batch(), epoch=1).fn_scores["scores"]
+
+
+def test_validation_labels_without_a_false_negative_reject_nothing_and_say_so(caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("ignore.run"), "propagate", True)  # a run in this process turns it off
+    method = calibrated_method()  # fitted before: a split without false negatives must undo it
+    val_batches = [{"image": IMAGES.clone(), "observed": OBSERVED, "labels": OBSERVED}]  # labels = the single positives
+    with caplog.at_level("INFO", logger="ignore.run"):
+        summary = method.calibrate(ImageIsCAM(), val_batches)
+    assert summary == {"calibration_entries": 4, "calibration_fn_share": 0.0, "calibration_rejected_fraction": 0.0}
+    assert not bool(method.calibration.fitted)
+    assert int(method.step(ImageIsCAM(), batch(), epoch=1).counts["rejected"]) == 0
+    assert "rejects nothing" in caplog.text and "method.rule=ema" in caplog.text

@@ -65,7 +65,7 @@ def bce_negative(z):
 
 def make_method(rejection="gap", **overrides):
     # lambdas of 1 freeze the thresholds at the values set below, to test the rule alone
-    settings = {"gap": "absolute", "cam_threshold": 0.8, **overrides}  # the paper's rule unless a test says
+    settings = {"rule": "ema", "gap": "absolute", "cam_threshold": 0.8, **overrides}  # the paper's rule unless a test says
     config = MethodConfig(gap_lambda=1.0, avg_lambda=1.0, warm_up=1, strong_view=True, **settings)
     method = Ignore(config, num_classes=3, accelerator=Accelerator(cpu=True), rejection=rejection)
     method.thresholds.gap_threshold.fill_(0.3)

@@ -11,10 +11,13 @@ negatives gets few rejections), adds the weak logit to the drop (each ranks fals
 its own), and rejects nothing while no label is likely enough: it cannot reject more than the
 validation split says is there.
 """
+import logging
 import math
 
 import torch
 from torch import nn
+
+LOGGER = logging.getLogger("ignore.run")  # the run's lines: on the main process, console and train.log
 
 FEATURES = ("bias", "drop", "logit")
 NEWTON_STEPS = 50
@@ -67,6 +70,15 @@ class RejectionCalibration(nn.Module):
         fitted rule does on them: its rejected share, its estimated and its true precision, its recall."""
         features = torch.stack([torch.ones_like(drop), drop, logit], dim=1).double().cpu()
         targets = is_false_negative.double().cpu()
+        if not targets.any():
+            # No unannotated positive to learn from: validation labels that hold only the observed positives
+            # (a dataset without clean labels) say nothing about false negatives, so nothing is rejected.
+            self.fitted.fill_(False)
+            LOGGER.info("warning: method.rule=calibrated: no unannotated label of the validation split is positive "
+                        "(are its labels only the single positives?), so the rule rejects nothing; "
+                        "method.rule=ema needs no clean labels")
+            return {"calibration_entries": len(targets), "calibration_fn_share": 0.0,
+                    "calibration_rejected_fraction": 0.0}
         coefficients = logistic_fit(features, targets)
         self.coefficients.copy_(coefficients.to(self.coefficients))
         self.fitted.fill_(True)
