@@ -126,3 +126,11 @@ def results_table(class_names, metrics, split):
     """Per-class AP of `split` as text, a few classes a line."""
     cells = [f"{name[:14]:>14} {ap:6.2f}" for name, ap in zip(class_names, metrics["per_class_AP"])]
     return "\n".join([f"{split} AP per class:"] + ["   ".join(cells[i:i + 4]) for i in range(0, len(cells), 4)])
+
+
+def verified_note(metrics):
+    """What the metrics of a split with incomplete labels covered, for a printed line; "" for complete labels."""
+    if "verified_entries" not in metrics:
+        return ""
+    return (f"  (on the {metrics['verified_entries']} verified labels only; {metrics['classes_without_positive']} "
+            "classes without a verified positive count as AP 0)")
