@@ -15,8 +15,9 @@ Per label row (ImageID, Source, LabelName, Confidence): Confidence 1 is a verifi
 Official train, validation, test -> our train, val, test; no single-positive reduction
 unless --single-positive (the literature's draw, a fresh RandomState per split, on the
 verified positives; the verified negatives then become unknown too). `labels` holds the
-verified positives: OpenImages has no complete labels, so a metric on val or test counts an
-unverified positive as a negative (spml_meta.json says so under protocol.unverified_labels).
+verified positives and `verified` marks every verified label, present or absent: OpenImages has
+no complete labels, so metrics score each class on the images that verify it only
+(spml_meta.json says so under protocol.unverified_labels).
 Images without a verified label among the kept classes are dropped from every split, and
 training images without a verified positive too (the single-positive setting needs one);
 both are counted in the summary and the metadata.
@@ -184,17 +185,17 @@ def main(argv=None):
     for split, (images, observed) in splits.items():
         keep = np.array([image not in dropped for image in images], dtype=bool)
         images, observed = [image for image, kept in zip(images, keep) if kept], observed[keep]
-        labels = (observed == 1).astype(np.uint8)
+        labels, verified = (observed == 1).astype(np.uint8), (observed != 0).astype(np.uint8)
         if args.single_positive:
             observed = observe_positives(labels, args.num_positives, args.observe_seed)
-        arrays[split] = SplitArrays(images, labels, observed)
+        arrays[split] = SplitArrays(images, labels, observed, verified)
     protocol = {
         "observation": "single_positive" if args.single_positive else "verified",
         **({"num_positives": args.num_positives, "observe_seed": args.observe_seed} if args.single_positive else {}),
         "subset": args.subset,
         "class_list": args.classes.name if args.classes else None,
-        "unverified_labels": "unknown; `labels` holds the verified positives only, so a metric on val or test "
-                             "counts an unverified positive as a negative",
+        "unverified_labels": "unknown; `labels` holds the verified positives and `verified` marks the verified "
+                             "labels, present or absent: metrics score each class on its verified images only",
         "skipped_rows_of_other_classes": skipped_rows,
         "dropped_without_verified_label": without_label,
         "dropped_train_without_verified_positive": without_positive,

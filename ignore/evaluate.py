@@ -22,7 +22,7 @@ from .data.torch_dataset import SPMLImageDataset, collate_skipping
 from .training.loop import evaluate
 from .errors import SPMLError, exit_on_error
 from .inference import load_export, preprocessing
-from .metrics import results_table
+from .metrics import results_table, verified_note
 
 
 def parse_args(argv):
@@ -55,8 +55,8 @@ def main(argv=None):
     dataset = SPMLImageDataset(data.splits[args.split], data.image_root, {"image": preprocessing(model)})
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_skipping)
     loader = accelerator.prepare(loader)  # each process a shard; the model needs no DDP wrapper to infer
-    metrics, _, _ = evaluate(model.to(accelerator.device), loader, accelerator, thresholds=model.thresholds,
-                             split=args.split)
+    metrics, _, _, _ = evaluate(model.to(accelerator.device), loader, accelerator, thresholds=model.thresholds,
+                                split=args.split)
     summary = {"model": str(args.model), "data": args.data or "demo", "split": args.split, "images": len(dataset),
                **metrics}
     if accelerator.is_main_process and args.out:
@@ -64,7 +64,8 @@ def main(argv=None):
     accelerator.print(results_table(data.class_names, metrics, args.split))
     accelerator.print(f"{args.split} ({len(dataset)} images): mAP {metrics['mAP']:.2f}  CF1 {metrics['CF1']:.2f}  "
                       f"OF1 {metrics['OF1']:.2f}  (at the model's decision thresholds: CF1 "
-                      f"{metrics['CF1_val_thresholds']:.2f}  OF1 {metrics['OF1_val_thresholds']:.2f})")
+                      f"{metrics['CF1_val_thresholds']:.2f}  OF1 {metrics['OF1_val_thresholds']:.2f})"
+                      + verified_note(metrics))
 
 
 def abridged(names, shown=8):

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, f1_score
+from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score
 
 from ignore.metrics import average_precision, cf1_of1, f1_thresholds, multilabel_metrics
 
@@ -156,3 +156,94 @@ def test_f1_thresholds_reach_the_best_f1_of_each_class_as_sklearn_counts_it(seed
         positive = labels[:, column] == 1
         best = (2 * (cuts & positive).sum(1) / (cuts.sum(1) + positive.sum())).max()
         assert f1_score(labels[:, column], scores[:, column] >= threshold) == pytest.approx(best, abs=1e-12)
+
+
+# 5 images x 3 classes with a mask of the verified entries (an unverified entry: neither positive nor negative)
+VERIFIED_SCORES = np.array([
+    [0.9, 0.8, 0.3],
+    [0.8, 0.6, 0.7],
+    [0.7, 0.4, 0.2],
+    [0.4, 0.3, 0.9],
+    [0.2, 0.1, 0.5],
+])
+VERIFIED_LABELS = np.array([
+    [0, 1, 0],
+    [1, 0, 0],
+    [0, 1, 0],
+    [1, 0, 0],
+    [0, 0, 0],
+])
+VERIFIED = np.array([
+    [0, 1, 1],
+    [1, 1, 0],
+    [1, 1, 1],
+    [1, 0, 0],
+    [1, 1, 0],
+], dtype=bool)
+# class 0, verified rows 1-4: 0.8 +, 0.7 -, 0.4 +, 0.2 -: AP = 1/2*1 + 1/2*2/3 = 5/6
+#   (all rows: the unverified 0.9 ranks first and AP falls to 1/2*1/2 + 1/2*2/4 = 1/2)
+# class 1, verified rows 0, 1, 2, 4: 0.8 +, 0.6 -, 0.4 +, 0.1 -: AP = 5/6
+# class 2, verified rows 0, 2: both negative, no verified positive: AP 0, counted
+# mAP = (5/6 + 5/6 + 0)/3 = 5/9; 10 verified entries
+# at 0.5, predicted and verified: class 0 rows 1, 2 (TP 1 of 2 positives); class 1 rows 0, 1 (TP 1 of 2);
+#   class 2 none. CP = (1/2 + 1/2 + 0)/3 = 1/3, CR = 1/3: CF1 = 1/3. TP 2, predicted 4, positives 4: OF1 = 1/2
+# F1 cuts over the verified entries: class 0 best below 0.4 (F1 4/5), midway to 0.2: 0.3; class 1 best below 0.4,
+#   midway to the next verified score 0.1: 0.25 (the unverified 0.3 would make it 0.35); class 2: the median 0.275
+
+
+def test_average_precision_over_the_verified_entries_matches_sklearn_on_them():
+    metrics = multilabel_metrics(VERIFIED_SCORES, VERIFIED_LABELS, verified=VERIFIED)
+    for column in (0, 1):
+        known = VERIFIED[:, column]
+        expected = average_precision_score(VERIFIED_LABELS[known, column], VERIFIED_SCORES[known, column])
+        assert metrics["per_class_AP"][column] == pytest.approx(100 * expected, abs=1e-12)
+    assert metrics["per_class_AP"] == pytest.approx([100 * 5 / 6, 100 * 5 / 6, 0.0])
+    assert metrics["mAP"] == pytest.approx(100 * 5 / 9)
+    assert metrics["classes_without_positive"] == 1 and metrics["verified_entries"] == 10
+    assert multilabel_metrics(VERIFIED_SCORES, VERIFIED_LABELS)["per_class_AP"][0] == pytest.approx(50.0)
+
+
+def test_cf1_of1_and_f1_thresholds_over_the_verified_entries_by_hand():
+    metrics = multilabel_metrics(VERIFIED_SCORES, VERIFIED_LABELS, verified=VERIFIED)
+    assert (metrics["CF1"], metrics["OF1"]) == pytest.approx((100 / 3, 50.0))
+    assert cf1_of1(VERIFIED_SCORES, VERIFIED_LABELS, 0.5, VERIFIED) == pytest.approx((100 / 3, 50.0))
+    np.testing.assert_allclose(f1_thresholds(VERIFIED_SCORES, VERIFIED_LABELS, verified=VERIFIED), [0.3, 0.25, 0.275],
+                               atol=1e-12)
+    # every entry taken as known: class 1 at 0.35, and class 2 the median of 0.3 and 0.35
+    np.testing.assert_allclose(f1_thresholds(VERIFIED_SCORES, VERIFIED_LABELS), [0.3, 0.35, 0.325], atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_metrics_over_random_verified_masks_match_sklearn_on_the_verified_entries(seed):
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.random((30, 5)), 1)  # ties
+    verified = rng.random((30, 5)) < 0.6
+    labels = (rng.random((30, 5)) < 0.4) & verified  # the positives are verified ones
+    labels[0], verified[0] = True, True  # every class has a verified positive
+    metrics = multilabel_metrics(scores, labels, verified=verified)
+    aps = [average_precision_score(labels[verified[:, c], c], scores[verified[:, c], c]) for c in range(5)]
+    assert metrics["per_class_AP"] == pytest.approx([100 * ap for ap in aps], abs=1e-12)
+    assert metrics["mAP"] == pytest.approx(100 * np.mean(aps), abs=1e-12)
+    predicted = scores >= 0.5
+    # OF1 pools the verified entries; CF1 is the F1 of the per-class mean precision and recall on them
+    assert metrics["OF1"] == pytest.approx(100 * f1_score(labels[verified], predicted[verified]), abs=1e-12)
+    precision = np.mean([precision_score(labels[verified[:, c], c], predicted[verified[:, c], c], zero_division=0)
+                         for c in range(5)])
+    recall = np.mean([recall_score(labels[verified[:, c], c], predicted[verified[:, c], c]) for c in range(5)])
+    assert metrics["CF1"] == pytest.approx(100 * 2 * precision * recall / (precision + recall), abs=1e-12)
+    for column, threshold in enumerate(f1_thresholds(scores, labels, verified=verified)):
+        known = verified[:, column]
+        assert threshold == f1_thresholds(scores[known, column:column + 1], labels[known, column:column + 1])[0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_entry_verified_gives_exactly_the_metrics_of_complete_labels(seed):
+    scores, labels = zip(*(random_case(seed * 10 + column, num_rows=25) for column in range(6)))
+    scores, labels = np.stack(scores, axis=1), np.stack(labels, axis=1)
+    labels[:, 5] = 0  # a class without positive
+    everything = np.ones_like(labels, dtype=bool)
+    masked = multilabel_metrics(scores, labels, threshold=0.4, verified=everything)
+    assert masked.pop("verified_entries") == labels.size
+    assert masked == multilabel_metrics(scores, labels, threshold=0.4)  # bit for bit
+    assert np.array_equal(f1_thresholds(scores, labels, verified=everything), f1_thresholds(scores, labels))
+    assert cf1_of1(scores, labels, 0.3, everything) == cf1_of1(scores, labels, 0.3)

@@ -74,8 +74,9 @@ def test_verified_labels_become_plus_and_minus_one(openimages_root, tmp_path, ca
     assert observed_of(dataset, "train") == TRAIN_OBSERVED
     assert observed_of(dataset, "val") == VAL_OBSERVED
     assert observed_of(dataset, "test") == TEST_OBSERVED
-    for split in ("train", "val", "test"):  # labels: the verified positives
+    for split in ("train", "val", "test"):  # labels: the verified positives; verified: every verified label
         assert dataset.splits[split]["labels"] == (np.array(observed_of(dataset, split)) == 1).astype(int).tolist()
+        assert dataset.splits[split]["verified"] == (np.array(observed_of(dataset, split)) != 0).astype(int).tolist()
     protocol = dataset.meta["protocol"]
     assert protocol["observation"] == "verified"
     assert protocol["dropped_train_without_verified_positive"] == 1
@@ -105,6 +106,9 @@ def test_single_positive_draws_the_protocol_from_the_verified_positives(openimag
         labels = np.array(dataset.splits[split]["labels"])
         assert observed_of(dataset, split) == observe_positives(labels, 1, 1200).tolist()
     assert [sum(row) for row in observed_of(dataset, "train")] == [1, 1, 1]
+    # the verified negatives are unknown to the methods, not to the metrics
+    for split, verified_labels in (("train", TRAIN_OBSERVED), ("val", VAL_OBSERVED), ("test", TEST_OBSERVED)):
+        assert dataset.splits[split]["verified"] == (np.array(verified_labels) != 0).astype(int).tolist()
     assert dataset.meta["protocol"]["observation"] == "single_positive"
 
 

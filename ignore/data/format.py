@@ -7,6 +7,9 @@ test, plus `spml_meta.json` beside `dataset_dict.json`. Per row:
   labels    the clean multi-hot vector (C,) in {0, 1}: metrics and diagnostics only;
   observed  the observed vector (C,) in {-1, 0, 1}: 1 observed positive, 0 unknown,
             -1 observed negative. The only labels a loss may read.
+  verified  only where `labels` is not complete (the metadata's protocol has
+            `unverified_labels`, as OpenImages' has): (C,) in {0, 1}, 1 where the clean label
+            is known, present or absent. Metrics score each class on these entries only.
 The metadata holds the class names, the source format, the protocol and its seeds, the
 image root and the format version.
 """
@@ -24,15 +27,18 @@ from .protocol import PROTOCOL_SEED, observe_positives, split_train_val
 FORMAT_VERSION = 1
 META_FILE = "spml_meta.json"
 SPLITS = ("train", "val", "test")
+INCOMPLETE_LABELS = "unverified_labels"  # the protocol key of a dataset whose splits carry `verified`
 
 
 @dataclass
 class SplitArrays:
-    """One split before it is written: image paths, clean labels, observed labels."""
+    """One split before it is written: image paths, clean labels, observed labels, and where the clean labels
+    are incomplete, which of them are known (verified)."""
 
     images: list
     labels: np.ndarray
     observed: np.ndarray
+    verified: np.ndarray = None
 
 
 def apply_protocol(train_images, train_labels, test_images, test_labels, *,
@@ -80,15 +86,21 @@ def write_dataset(out_dir, splits, class_names, *, image_root, source, protocol)
     disable_progress_bars()
     out_dir = Path(out_dir).resolve()
     num_classes = len(class_names)
-    features = split_features(Value("string"), num_classes)
+    incomplete = INCOMPLETE_LABELS in protocol
+    features = split_features(Value("string"), num_classes, incomplete)
     tables = {}
     for name in SPLITS:
         split = splits[name]
         check_split_arrays(name, split, num_classes)
-        tables[name] = Dataset.from_dict(
-            {"image": list(split.images), "labels": split.labels.tolist(), "observed": split.observed.tolist()},
-            features=features,
-        )
+        if incomplete and split.verified is None:
+            raise SPMLError(f"split '{name}': protocol['{INCOMPLETE_LABELS}'] says the labels are incomplete, "
+                            "but the split has no verified mask")
+        if split.verified is not None and not incomplete:
+            raise SPMLError(f"split '{name}': a verified mask without protocol['{INCOMPLETE_LABELS}']")
+        columns = {"image": list(split.images), "labels": split.labels.tolist(), "observed": split.observed.tolist()}
+        if incomplete:
+            columns["verified"] = split.verified.tolist()
+        tables[name] = Dataset.from_dict(columns, features=features)
     meta = dataset_meta(splits, class_names, source=source, image_root=image_root, protocol=protocol)
     if out_dir.exists() and not out_dir.is_dir():
         raise SPMLError(f"{out_dir}: exists and is not a directory")
@@ -109,14 +121,16 @@ def write_dataset(out_dir, splits, class_names, *, image_root, source, protocol)
     return meta
 
 
-def split_features(image_feature, num_classes):
-    """The columns of every split: the image, then clean and observed label vectors."""
+def split_features(image_feature, num_classes, incomplete=False):
+    """The columns of every split: the image, then clean and observed label vectors, and the verified mask
+    when the clean labels are `incomplete`."""
     from datasets import Features, Sequence, Value
 
     return Features({
         "image": image_feature,
         "labels": Sequence(Value("uint8"), length=num_classes),
         "observed": Sequence(Value("int8"), length=num_classes),
+        **({"verified": Sequence(Value("uint8"), length=num_classes)} if incomplete else {}),
     })
 
 
@@ -138,7 +152,10 @@ def check_split_arrays(name, split, num_classes):
     """Shapes and values of one split before writing; raises SPMLError naming the split."""
     if len(split.images) == 0:
         raise SPMLError(f"split '{name}' is empty")
-    for what, matrix in (("labels", split.labels), ("observed", split.observed)):
+    matrices = [("labels", split.labels), ("observed", split.observed)]
+    if split.verified is not None:
+        matrices.append(("verified", split.verified))
+    for what, matrix in matrices:
         if matrix.shape != (len(split.images), num_classes):
             raise SPMLError(
                 f"split '{name}': {what} has shape {matrix.shape}, expected ({len(split.images)}, {num_classes})"
@@ -147,6 +164,10 @@ def check_split_arrays(name, split, num_classes):
         raise SPMLError(f"split '{name}': labels must be 0 or 1")
     if not np.isin(split.observed, (-1, 0, 1)).all():
         raise SPMLError(f"split '{name}': observed labels must be -1, 0 or 1")
+    if split.verified is not None:
+        if not np.isin(split.verified, (0, 1)).all():
+            raise SPMLError(f"split '{name}': verified must be 0 or 1")
+        check_positives_verified(split.labels, split.verified, f"split '{name}'")
 
 
 @dataclass
@@ -193,6 +214,7 @@ def load_dataset(path, image_root=None):
     refuse_empty_splits(path)
     dataset_dict = load_from_disk(str(path))
     num_classes = len(meta["class_names"])
+    incomplete = isinstance(meta["protocol"], dict) and INCOMPLETE_LABELS in meta["protocol"]
     splits = {}
     for name in SPLITS:
         if name not in dataset_dict:
@@ -203,8 +225,12 @@ def load_dataset(path, image_root=None):
         for column in ("image", "labels", "observed"):
             if column not in split.column_names:
                 raise SPMLError(f"{path}: split '{name}' has no column '{column}'")
-        for column, allowed in (("labels", (0, 1)), ("observed", (-1, 0, 1))):
-            check_label_column(split, column, allowed, num_classes, f"{path}: split '{name}'")
+        check_verified_column(split, incomplete, path, name)
+        where = f"{path}: split '{name}'"
+        labels = check_label_column(split, "labels", (0, 1), num_classes, where)
+        check_label_column(split, "observed", (-1, 0, 1), num_classes, where)
+        if incomplete:
+            check_positives_verified(labels, check_label_column(split, "verified", (0, 1), num_classes, where), where)
         splits[name] = split
     root = Path(image_root if image_root is not None else meta["image_root"])
     if not root.is_absolute():
@@ -223,8 +249,28 @@ def refuse_empty_splits(path):
             raise SPMLError(f"{path}: split '{name}' is empty")
 
 
+def check_verified_column(split, incomplete, path, name):
+    """A `verified` column where the metadata says the labels are incomplete, and only there."""
+    if incomplete and "verified" not in split.column_names:
+        raise SPMLError(f"{path}: split '{name}' has no column 'verified', which {META_FILE} promises "
+                        f"(protocol.{INCOMPLETE_LABELS}); convert the dataset again")
+    if not incomplete and "verified" in split.column_names:
+        raise SPMLError(f"{path}: split '{name}' has a column 'verified', but {META_FILE} has no "
+                        f"protocol.{INCOMPLETE_LABELS} saying its labels are incomplete")
+
+
+def check_positives_verified(labels, verified, where):
+    """A positive label is a verified one: else an SPMLError naming the first row and class that is not."""
+    unverified_positive = np.argwhere((labels == 1) & (verified == 0))
+    if len(unverified_positive):
+        row, column = unverified_positive[0]
+        raise SPMLError(f"{where} row {row}: class {column} is labelled present but not verified (column "
+                        "'verified' holds 0)")
+
+
 def check_label_column(split, column, allowed, num_classes, where):
-    """Every row of a label column has num_classes values, all in `allowed`; else an SPMLError naming the row.
+    """Every row of a label column has num_classes values, all in `allowed`, else an SPMLError naming the row;
+    the column as an (N, num_classes) matrix.
 
     Read through Arrow, without a Python list per row: COCO's train split is 65k rows of 80.
     """
@@ -243,3 +289,4 @@ def check_label_column(split, column, allowed, num_classes, where):
         row = wrong_value[0]
         values = sorted(set(matrix[row][~np.isin(matrix[row], allowed)].tolist()))
         raise SPMLError(f"{where} row {row}: column '{column}' holds {values}, only {allowed} are allowed")
+    return matrix

@@ -42,11 +42,12 @@ class EpochShuffleSampler(Sampler):
 
 
 class SPMLImageDataset(Dataset):
-    """Rows of one split as {"weak", "strong"?, "labels", "observed", "index"}.
+    """Rows of one split as {"weak", "strong"?, "labels", "observed", "verified"?, "index"}.
 
     views maps a name ("weak", "strong", or "image" for evaluation) to a transform; each is
     applied to the same decoded image. A key is a row, or (epoch, row) from
     EpochShuffleSampler, whose views are then seeded from (seed, epoch, row).
+    "verified" comes with a split whose clean labels are incomplete (its `verified` column).
     bad_images="skip" turns an unreadable image into a {"skipped": row} item, which
     `collate_skipping` drops and reports; "error" stops with its SPMLError.
     """
@@ -57,6 +58,8 @@ class SPMLImageDataset(Dataset):
         self.images = split["image"]
         self.labels = torch.from_numpy(np.asarray(split["labels"], dtype=np.float32))
         self.observed = torch.from_numpy(np.asarray(split["observed"], dtype=np.float32))
+        self.verified = (torch.from_numpy(np.asarray(split["verified"], dtype=np.float32))
+                         if "verified" in split.column_names else None)
         self.image_root = image_root
         self.views = views
         self.bad_images = bad_images
@@ -83,6 +86,8 @@ class SPMLImageDataset(Dataset):
             return {"skipped": index}
         item = {name: view(image) for name, view in self.views.items()}
         item.update(labels=self.labels[index], observed=self.observed[index], index=index)
+        if self.verified is not None:
+            item["verified"] = self.verified[index]
         return item
 
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from ..errors import SPMLError
 from ..files import write_bytes_atomic, write_json_atomic
-from ..metrics import cf1_of1, f1_thresholds, multilabel_metrics, results_table
+from ..metrics import cf1_of1, f1_thresholds, multilabel_metrics, results_table, verified_note
 from ..models.export import add_test_metrics, read_info, settle_export
 from ..models.predicting import decision_thresholds
 from .checkpoint import EXPORT, export_model, network, require_finite, save_checkpoint
@@ -174,31 +174,37 @@ def evaluate(model, loader, accelerator, eval_logits=lambda output: output["logi
              split="evaluate"):
     """Metrics on clean labels over the whole split, from every rank, padding dropped, and the mean binary
     cross-entropy of the logits against those labels ("bce": every method's loss on full labels, so that
-    methods compare); with the scores and labels. A progress bar named `split`.
+    methods compare); with the scores, the labels and the verified mask (None when the labels are complete;
+    else every metric, bce too, covers each class's verified entries only). A progress bar named `split`.
 
     eval_logits: the method's (Method.eval_logits), which BoostLU changes. thresholds: the export's
     per-class decision thresholds, at which CF1 and OF1 are also given (`CF1_val_thresholds`, ...).
     """
     model.eval()
-    logits, labels = [], []
+    gathered = {}
     for batch in progress_bar(accelerator, loader, desc=split, leave=False):
         if len(batch["skipped"]):
             raise SPMLError(f"unreadable evaluation images (rows {batch['skipped'].tolist()}): "
                             "metrics would silently cover fewer images")
         with accelerator.autocast():
             batch_logits = eval_logits(model(batch["image"]))
-        batch_logits, batch_labels = accelerator.gather_for_metrics((batch_logits.float(), batch["labels"]))
-        logits.append(batch_logits.cpu())
-        labels.append(batch_labels.cpu())
+        truth = {name: batch[name] for name in ("labels", "verified") if name in batch}
+        for name, value in accelerator.gather_for_metrics({"logits": batch_logits.float(), **truth}).items():
+            gathered.setdefault(name, []).append(value.cpu())
     # in float64: float32's sigmoid is exactly 1.0 above a logit of 16.6, and such ties would lower AP and
     # put a decision threshold at 0.99999994
-    logits, labels = torch.cat(logits).double(), torch.cat(labels)
-    bce = F.binary_cross_entropy_with_logits(logits, (labels == 1).double()).item()
+    logits, labels = torch.cat(gathered["logits"]).double(), torch.cat(gathered["labels"])
+    verified = torch.cat(gathered["verified"]) == 1 if "verified" in gathered else None
+    if verified is None:
+        bce = F.binary_cross_entropy_with_logits(logits, (labels == 1).double()).item()
+    else:
+        bce = F.binary_cross_entropy_with_logits(logits[verified], (labels[verified] == 1).double()).item()
+        verified = verified.numpy()
     scores, labels = torch.sigmoid(logits).numpy(), labels.numpy()
-    metrics = {**multilabel_metrics(scores, labels), "bce": bce}
+    metrics = {**multilabel_metrics(scores, labels, verified=verified), "bce": bce}
     if thresholds is not None:
-        metrics["CF1_val_thresholds"], metrics["OF1_val_thresholds"] = cf1_of1(scores, labels, thresholds)
-    return metrics, scores, labels
+        metrics["CF1_val_thresholds"], metrics["OF1_val_thresholds"] = cf1_of1(scores, labels, thresholds, verified)
+    return metrics, scores, labels, verified
 
 
 def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
@@ -218,8 +224,8 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
             accelerator.log({f"epoch/{name}": value for name, value in last_epoch.items()}, step=progress.global_step)
             if progress.step_in_epoch < steps_per_epoch:
                 break  # stopped by train.max_steps or SIGTERM inside the epoch: no evaluation
-            val_metrics, val_scores, val_labels = evaluate(run.model, val_loader, accelerator, run.method.eval_logits,
-                                                           split="val")
+            val_metrics, val_scores, val_labels, val_verified = evaluate(run.model, val_loader, accelerator,
+                                                                         run.method.eval_logits, split="val")
             calibration = run.method.calibrate(run.model, val_loader)  # what the next epochs apply
             best_val_map = max(progress.best_val_map, val_metrics["mAP"])
             val_logs = {"val/mAP": val_metrics["mAP"], "val/best_mAP": best_val_map, "val/bce": val_metrics["bce"],
@@ -235,7 +241,7 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
             if val_metrics["mAP"] > progress.best_val_map:
                 progress.best_val_map, progress.best_epoch = val_metrics["mAP"], epoch
                 # the decision thresholds travel with the weights they were chosen for
-                thresholds = f1_thresholds(val_scores, val_labels).tolist()
+                thresholds = f1_thresholds(val_scores, val_labels, verified=val_verified).tolist()
                 export_model(accelerator, run.model, {**export_info, "epoch": epoch, "val_mAP": val_metrics["mAP"],
                                                       "decision_thresholds": thresholds}, output_dir)
             progress.epoch, progress.step_in_epoch = epoch + 1, 0
@@ -258,8 +264,8 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
     accelerator.wait_for_everyone()
     network(accelerator, run.model).load_state_dict(load_file(str(output_dir / EXPORT / "model.safetensors")))
     thresholds = decision_thresholds(read_info(output_dir / EXPORT))
-    test_metrics, test_scores, _ = evaluate(run.model, test_loader, accelerator, run.method.eval_logits, thresholds,
-                                            "test")
+    test_metrics, test_scores, _, _ = evaluate(run.model, test_loader, accelerator, run.method.eval_logits,
+                                               thresholds, "test")
     skipped = int(accelerator.reduce(torch.tensor(skipped, device=accelerator.device), reduction="sum"))  # all ranks
     summary = {"method": run.config.method.name, "best_epoch": run.progress.best_epoch,
                "best_val_mAP": run.progress.best_val_map, "test": test_metrics, "last_epoch_train": last_epoch,
@@ -279,7 +285,7 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
     say(f"test (best epoch {run.progress.best_epoch}): mAP {test_metrics['mAP']:.2f}  "
         f"CF1 {test_metrics['CF1']:.2f}  OF1 {test_metrics['OF1']:.2f}  (at the validation thresholds: "
         f"CF1 {test_metrics['CF1_val_thresholds']:.2f}  OF1 {test_metrics['OF1_val_thresholds']:.2f})"
-        + (f"  ({skipped} unreadable training images skipped)" if skipped else ""))
+        + verified_note(test_metrics) + (f"  ({skipped} unreadable training images skipped)" if skipped else ""))
 
 
 def thresholds_identical_across_ranks(run):
