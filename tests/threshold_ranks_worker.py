@@ -2,7 +2,8 @@
 
 Every rank updates GapThresholds with its shard of the same global batches (uneven
 shards, one rank with no observed positive in one step); rank 0 then replays the global
-batches in one process and writes both results to the JSON file named on the command line.
+batches in one process and writes both results to the JSON file named on the command line,
+with what identical_across_ranks says of the thresholds and of a zero whose sign differs by rank.
 Then rank 1 alone receives a SIGTERM, and each rank records whether the run stops (the
 preemption flag, before and after).
 """
@@ -16,6 +17,7 @@ from accelerate import Accelerator
 
 from ignore.losses.thresholds import GapThresholds
 from ignore.training.preemption import StopOnSigterm
+from ignore.training.ranks import identical_across_ranks
 
 NUM_CLASSES, STEPS = 5, 6
 SHARD_SIZES = [(5, 3), (4, 4), (2, 6), (6, 1), (3, 3), (1, 7)]
@@ -44,6 +46,9 @@ def main(out_path):
                           lambda statistics: accelerator.reduce(statistics, reduction="sum"))
     mine = torch.cat([thresholds.gap_threshold.reshape(1), thresholds.avg_threshold])
     every_rank = accelerator.gather(mine[None]).view(accelerator.num_processes, -1)
+    signed_zero = torch.tensor([0.0 if rank == 0 else -0.0])  # equal as numbers, not as bits
+    identical = [identical_across_ranks(accelerator, [thresholds.gap_threshold, thresholds.avg_threshold]),
+                 identical_across_ranks(accelerator, [thresholds.gap_threshold, signed_zero])]
     with StopOnSigterm(accelerator) as stop:
         before = stop.agreed()
         if rank == 1:
@@ -59,6 +64,7 @@ def main(out_path):
             "single_process": [single.gap_threshold.item()] + single.avg_threshold.tolist(),
             "rank0": every_rank[0].tolist(),
             "stopping": every_rank_stopping.tolist(),
+            "identical_across_ranks": identical,
         }
         with open(out_path, "w") as handle:
             json.dump(result, handle)

@@ -22,6 +22,7 @@ from .checkpoint import EXPORT, export_model, network, require_finite, save_chec
 from .console import progress_bar, say
 from .fn_scores import FNScoreCollector, histogram
 from .optim import PARAM_GROUPS
+from .ranks import identical_across_ranks
 from .tracking import fn_score_line, log_histograms, log_pictures
 
 
@@ -262,6 +263,7 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
     if accelerator.is_main_process:
         settle_export(output_dir / EXPORT)  # a run killed while swapping exports, resumed after its best epoch
     accelerator.wait_for_everyone()
+    weights_identical = weights_identical_across_ranks(run)  # the last step's, before the best epoch's are loaded
     network(accelerator, run.model).load_state_dict(load_file(str(output_dir / EXPORT / "model.safetensors")))
     thresholds = decision_thresholds(read_info(output_dir / EXPORT))
     test_metrics, test_scores, _, _ = evaluate(run.model, test_loader, accelerator, run.method.eval_logits,
@@ -271,6 +273,7 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
                "best_val_mAP": run.progress.best_val_map, "test": test_metrics, "last_epoch_train": last_epoch,
                "epochs": run.progress.history,
                "skipped_images": skipped, "thresholds_identical_across_ranks": thresholds_identical_across_ranks(run),
+               "weights_identical_across_ranks": weights_identical,
                "num_processes": accelerator.num_processes, "train_seconds": round(seconds, 1)}
     if accelerator.is_main_process:
         write_json_atomic(output_dir / "metrics.json", summary)
@@ -289,10 +292,11 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
 
 
 def thresholds_identical_across_ranks(run):
-    """Gather every rank's method buffers and compare them bit for bit (None: no buffers)."""
-    buffers = [buffer.detach().float().flatten() for buffer in run.method.buffers()]
-    if not buffers:
-        return None
-    mine = torch.cat(buffers)
-    every_rank = run.accelerator.gather(mine[None]).view(run.accelerator.num_processes, -1)
-    return bool((every_rank == every_rank[0]).all())
+    """Whether every rank holds rank 0's method buffers, bit for bit (None: the method has none)."""
+    return identical_across_ranks(run.accelerator, list(run.method.buffers()))
+
+
+def weights_identical_across_ranks(run):
+    """Whether every rank holds rank 0's weights and BatchNorm statistics, bit for bit."""
+    return identical_across_ranks(run.accelerator, list(network(run.accelerator, run.model).state_dict().values()))
+
