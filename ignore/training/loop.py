@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from ..errors import SPMLError
 from ..files import write_bytes_atomic, write_json_atomic
+from ..losses.row_state import identical_on_every_rank
 from ..metrics import cf1_of1, f1_thresholds, multilabel_metrics, results_table
 from ..models.export import add_test_metrics, read_info, settle_export
 from ..models.predicting import decision_thresholds
@@ -284,9 +285,5 @@ def test(run, test_loader, class_names, skipped, seconds, last_epoch):
 
 def thresholds_identical_across_ranks(run):
     """Gather every rank's method buffers and compare them bit for bit (None: no buffers)."""
-    buffers = [buffer.detach().float().flatten() for buffer in run.method.buffers()]
-    if not buffers:
-        return None
-    mine = torch.cat(buffers)
-    every_rank = run.accelerator.gather(mine[None]).view(run.accelerator.num_processes, -1)
-    return bool((every_rank == every_rank[0]).all())
+    buffers = list(run.method.buffers())
+    return identical_on_every_rank(run.accelerator, buffers) if buffers else None
