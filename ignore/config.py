@@ -163,6 +163,9 @@ class TrainConfig:
                               "checkpoint directory")
     overwrite: bool = setting(False, "a fresh run into an output_dir that holds another run's checkpoints, export or "
                                      "metrics.json deletes that run's outputs first (false: it stops)")
+    row_state_dir: str = setting("", "'' = the per-image tables of role, ll_cp and em_apl in every process's memory; a "
+                                     "folder (/dev/shm, a local disk) = in files there, one copy a machine that its "
+                                     "processes share (docs/distributed.md)")
     checkpoint_every_steps: int = setting(0, "also checkpoint every N optimiser steps (0 = after each epoch only)")
     keep_checkpoints: int = setting(2, "newest checkpoints kept")
     mixed_precision: str = setting("auto", "auto: the launcher's --mixed_precision, else bf16 on a GPU, fp32 on a "

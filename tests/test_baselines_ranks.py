@@ -33,3 +33,14 @@ def test_per_image_state_is_identical_on_both_ranks_and_holds_the_other_ranks_ro
     corrected = values["ll_cp"]["buffers"]["corrected"]
     assert sum(map(sum, corrected)) > 0
     assert sum(map(sum, values["em_apl"]["buffers"]["pseudo_negative"])) > 0
+
+    # train.row_state_dir: the same state bit for bit, on both ranks, from tables mapped from files
+    for name in ("role", "ll_cp", "em_apl"):
+        mapped = values[f"{name}_mapped"]
+        assert mapped["ranks"] == values[name]["ranks"], name
+        tables = {key for key, value in values[name]["buffers"].items() if isinstance(value, list) and len(value) == 16}
+        assert {key for key, is_mapped in mapped["mapped"].items() if is_mapped} == tables, name
+    # one copy a machine: the value rank 1 wrote alone, both ranks read; no file is left in the folder
+    table = [[0.0, 1.0], [2.0, 3.0], [4.0, 99.0]]
+    assert values["written_by_rank1"] == [table, table]
+    assert values["files_left"] == []

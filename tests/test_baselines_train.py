@@ -42,6 +42,24 @@ def test_resume_mid_epoch_restores_the_per_image_state_bit_for_bit(tiny_dataset,
     assert_same_state(final_state(tmp_path / "broken"), expected)
 
 
+def test_tables_in_files_resume_to_the_state_of_an_uninterrupted_run_in_memory(tiny_dataset, tmp_path):
+    # train.row_state_dir: em_apl (float and bool tables, labelled before step 5) stopped at step 6 and resumed, its
+    # tables mapped from files; the checkpoint holds their contents, not the files (none is left). role and ll_cp
+    # in files: test_baselines_ranks.py
+    settings = ["method.name=em_apl"]
+    tables = tmp_path / "tables"
+    straight = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "straight", *settings))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    for stop_or_resume in ("train.max_steps=6", "train.resume=auto"):
+        result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "broken", *settings, stop_or_resume,
+                                               f"train.row_state_dir={tables}"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert list(tables.iterdir()) == []
+    expected = final_state(tmp_path / "straight")
+    assert expected[2]["labelled_epoch"] == 1 and 0 < expected[2]["pseudo_negative"].sum() < 32 * 4
+    assert_same_state(final_state(tmp_path / "broken"), expected)
+
+
 @pytest.mark.parametrize("name", sorted(TWO_PROCESS_RUNS))
 def test_two_processes_end_with_the_same_per_image_state(tiny_dataset, tmp_path, name):
     dataset = tmp_path / "dataset"

@@ -246,7 +246,7 @@ def test_help_lists_every_key_with_its_type_default_range_choices_and_meaning():
 
 
 FREE_TEXT = {"data.path", "data.image_root", "data.image_column", "data.label_column", "model.pretrained",
-             "train.output_dir", "train.resume",
+             "train.output_dir", "train.resume", "train.row_state_dir",
              "method.teacher", "method.teacher_class_map"}  # paths, column names, weights, a teacher: no fixed set
 
 

@@ -8,6 +8,7 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from ..data.views import IMAGENET
+from .row_state import is_mapped, new_table
 
 PICTURE_PADDING = 2  # white pixels around each panel of a Picture's grid
 
@@ -55,14 +56,14 @@ class Method(nn.Module):
     `ratios` names the logged ratios of two counts. `views` lists the dataset views the step
     reads. Any state that must survive a resume lives in buffers of the method, which the
     trainer registers for checkpointing; state kept per training image is indexed by the
-    dataset row (batch["index"]) and shared by every rank (row_state.py).
+    dataset row (batch["index"]) and shared by every rank (row_state.py): `register_table`.
     """
 
     views = ("weak",)
     ratios = {}
 
     def __init__(self, config, num_classes, accelerator, seed=0, normalisation=IMAGENET, num_train_rows=0,
-                 positives_per_image=0.0, lr=0.0, epochs=1, train_images=None):
+                 positives_per_image=0.0, lr=0.0, epochs=1, train_images=None, row_state_dir=""):
         super().__init__()
         self.config = config
         self.num_classes = num_classes
@@ -74,6 +75,27 @@ class Method(nn.Module):
         self.lr = lr  # the backbone's learning rate after batch scaling (ROLE's label estimates)
         self.epochs = epochs  # train.epochs (APL's labelling schedule)
         self.train_images = train_images  # teacher.TrainingImages: what a teacher scores (vlpl)
+        self.row_state_dir = row_state_dir  # train.row_state_dir: where per-image tables live ("" = memory)
+
+    def register_table(self, name, columns=(), dtype=torch.float32, fill=None):
+        """A buffer of one row per training image, (num_train_rows, *columns), its rows fill(start, stop)
+        (None: zeros): in this process's memory, or mapped from a file (row_state.new_table)."""
+        shape = (self.num_train_rows, *columns)
+        self.register_buffer(name, new_table(self.accelerator, self.row_state_dir, shape, dtype, fill))
+
+    def _apply(self, fn, recurse=True):
+        """`.to(device)` moves every buffer but the mapped tables: they stay in the host memory that the
+        processes of a machine share (copying one to a device would cost its whole size there)."""
+        order = list(self._buffers)
+        mapped = {name: self._buffers.pop(name) for name in order
+                  if self._buffers[name] is not None and is_mapped(self._buffers[name])}
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            moved = {**self._buffers, **mapped}
+            self._buffers.clear()
+            self._buffers.update((name, moved[name]) for name in order)
+        return self
 
     def step(self, model, batch, epoch):
         raise NotImplementedError

@@ -14,7 +14,7 @@ import math
 import torch
 
 from .base import FN_RATIOS, Method, StepOutput, bce, fn_counts, entry_mean, observed_positive, unannotated
-from .row_state import write_shared_rows
+from .row_state import read_rows, write_shared_rows
 
 CORRECTIONS = ("reject", "temporary", "permanent")
 
@@ -37,7 +37,7 @@ class LargeLoss(Method):
         assert correction in CORRECTIONS, correction
         self.correction = correction
         if correction == "permanent":
-            self.register_buffer("corrected", torch.zeros(self.num_train_rows, num_classes, dtype=torch.bool))
+            self.register_table("corrected", (num_classes,), torch.bool)
 
     def rate(self, epoch):
         """The share of a batch's entries modified in `epoch` (0-based): 0, delta, 2 delta, ..."""
@@ -50,7 +50,8 @@ class LargeLoss(Method):
         logits = self.logits(model(batch["weak"]))
         positive = observed_positive(batch)
         if self.correction == "permanent":
-            positive = positive | self.corrected[batch["index"]]  # corrected in an earlier step
+            corrected_before = read_rows(self.corrected, batch["index"])
+            positive = positive | corrected_before  # corrected in an earlier step
         candidates = unannotated(batch) & ~positive  # unknown, not corrected before
         losses = bce(logits, positive.float())
         count = math.ceil(logits.numel() * self.rate(epoch))
@@ -61,7 +62,7 @@ class LargeLoss(Method):
             loss_matrix = torch.where(flagged, bce(logits, torch.ones_like(logits)), losses)
         if self.correction == "permanent":
             write_shared_rows(self.accelerator, batch["index"], [self.corrected],
-                              [self.corrected[batch["index"]] | flagged])
+                              [corrected_before | flagged])
         loss = entry_mean(loss_matrix)  # over all B x C entries, rejected ones counting 0, as the authors
         counts = fn_counts(flagged, batch)
         if self.correction == "permanent":

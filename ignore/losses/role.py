@@ -24,7 +24,7 @@ import torch
 
 from .base import Method, StepOutput, bce, entry_mean, observed_negative, observed_positive, weak_logits
 from .epr import expected_positive_regulariser, expected_positives
-from .row_state import write_shared_rows
+from .row_state import read_rows, write_shared_rows
 
 BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
 UNANNOTATED_INIT = math.log(0.6 / 0.4)  # initial estimates uniform in sigmoid^-1 of 0.4..0.6
@@ -37,18 +37,21 @@ class LabelEstimates(Method):
         self.k = expected_positives(config, self.positives_per_image)
         self.estimate_lr = self.lr * config.role_lr_multiplier
         generator = torch.Generator().manual_seed(self.seed)  # the same matrix on every rank
-        start = (2 * torch.rand(self.num_train_rows, num_classes, generator=generator) - 1) * UNANNOTATED_INIT
-        self.register_buffer("estimate_logits", start)
-        self.register_buffer("adam_first", torch.zeros(self.num_train_rows, num_classes))
-        self.register_buffer("adam_second", torch.zeros(self.num_train_rows, num_classes))
-        self.register_buffer("visits", torch.zeros(self.num_train_rows))
+
+        def initial_estimates(start, stop):  # rows in order: the same draws block by block as all at once
+            return (2 * torch.rand(stop - start, num_classes, generator=generator) - 1) * UNANNOTATED_INIT
+
+        self.register_table("estimate_logits", (num_classes,), fill=initial_estimates)
+        self.register_table("adam_first", (num_classes,))
+        self.register_table("adam_second", (num_classes,))
+        self.register_table("visits")
 
     def step(self, model, batch, epoch):
         _, logits = weak_logits(model, batch)
         rows = batch["index"]
         positive, negative = observed_positive(batch), observed_negative(batch)
-        first_visit = (self.visits[rows] == 0)[:, None]
-        theta = torch.where(first_visit & positive, POSITIVE_INIT, self.estimate_logits[rows])
+        first_visit = (read_rows(self.visits, rows) == 0)[:, None]
+        theta = torch.where(first_visit & positive, POSITIVE_INIT, read_rows(self.estimate_logits, rows))
         theta = torch.where(first_visit & negative, -POSITIVE_INIT, theta).requires_grad_()
         loss_network, loss_estimates = role_losses(logits, theta, positive, self.k, self.num_classes, negative)
         (gradient,) = torch.autograd.grad(loss_estimates, theta)
@@ -61,9 +64,9 @@ class LabelEstimates(Method):
     @torch.no_grad()
     def update_rows(self, rows, theta, gradient):
         """One Adam step on these rows' estimates, then every rank's rows into every rank's buffers."""
-        visits = self.visits[rows] + 1
-        first = BETA1 * self.adam_first[rows] + (1 - BETA1) * gradient
-        second = BETA2 * self.adam_second[rows] + (1 - BETA2) * gradient ** 2
+        visits = read_rows(self.visits, rows) + 1
+        first = BETA1 * read_rows(self.adam_first, rows) + (1 - BETA1) * gradient
+        second = BETA2 * read_rows(self.adam_second, rows) + (1 - BETA2) * gradient ** 2
         first_hat = first / (1 - BETA1 ** visits)[:, None]
         second_hat = second / (1 - BETA2 ** visits)[:, None]
         theta = theta - self.estimate_lr * first_hat / (second_hat.sqrt() + ADAM_EPS)

@@ -6,12 +6,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.utils.serialization
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from ..config import save_config
 from ..errors import SPMLError
 from ..files import whole_or_nothing
+from ..losses.row_state import is_mapped
 from ..models.export import write_export
 from .resume_settings import CHECKPOINT_CONFIG
 
@@ -70,6 +72,18 @@ def save_checkpoint(run):
     return final
 
 
+def load_checkpoint(accelerator, path):
+    """load_state, the registered objects' tensors (the method's per-image tables) mapped from the checkpoint's files
+    rather than read whole into every process's memory: each is copied into its buffer, a row table into its
+    mapped file. The optimiser's state is read as before (it keeps the tensors it loads)."""
+    config = torch.utils.serialization.config.load
+    mapped_before, config.mmap = config.mmap, True
+    try:
+        accelerator.load_state(str(path), load_kwargs={"mmap": False})
+    finally:
+        config.mmap = mapped_before
+
+
 def checkpoint_dir(output_dir, step):
     return Path(output_dir) / CHECKPOINTS / f"step-{step:09d}"
 
@@ -85,8 +99,10 @@ def require_finite(run, when):
 
     One host synchronisation: called at log intervals and before each checkpoint, not per step.
     """
+    # a mapped per-image table is left out: reading it whole on every process would cost more than the steps
+    # between two checks, and its rows come from the steps' logits and gradients, whose loss is checked
     named = [(name, tensor) for module in (network(run.accelerator, run.model), run.method)
-             for name, tensor in module.state_dict().items() if tensor.is_floating_point()]
+             for name, tensor in module.state_dict().items() if tensor.is_floating_point() and not is_mapped(tensor)]
     not_finite = torch.stack([~torch.isfinite(tensor).all() for _, tensor in named]).float()
     on_any_rank = run.accelerator.reduce(not_finite, reduction="sum").tolist()
     bad = [name for (name, _), count in zip(named, on_any_rank) if count]
@@ -138,11 +154,16 @@ def checkpoint_damage(path, custom_objects=0):
         try:
             if file.suffix == ".safetensors":
                 load_file(str(file))
-            else:
-                torch.load(file, map_location="cpu", weights_only=False)
+            else:  # a zip archive (torch.save's) mapped: its tensors (per-image tables) are not read whole
+                torch.load(file, map_location="cpu", weights_only=False, mmap=is_zip_archive(file))
         except (SafetensorError, OSError, EOFError, RuntimeError, pickle.UnpicklingError) as error:
             return f"{file.name}: {str(error).split('. ')[0]}"  # torch's zip errors run to five sentences
     return None
+
+
+def is_zip_archive(file):
+    with open(file, "rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
 
 
 def require_same_weights(path, network):

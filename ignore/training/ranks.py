@@ -3,13 +3,19 @@ weights and the all-reduced statistics for IGNORE's thresholds."""
 import torch
 from accelerate.utils import broadcast
 
+from ..losses import row_state
+
 
 def identical_across_ranks(accelerator, tensors):
     """Whether every rank holds the same bits in `tensors` as rank 0 (None: no tensors). Rank 0's bytes are
-    broadcast and each rank compares its own: two copies on each rank, where a gather would hold one per rank."""
+    broadcast a block at a time and each rank compares its own: a per-image table mapped from a file never travels
+    or sits in memory whole, and no rank holds more than two blocks."""
     if not tensors:
         return None
-    mine = torch.cat([tensor.detach().contiguous().flatten().view(torch.uint8) for tensor in tensors])
-    rank0 = broadcast(mine.clone())
-    differing = accelerator.reduce((mine != rank0).sum(), reduction="sum")
-    return differing.item() == 0
+    differing = torch.zeros((), dtype=torch.long, device=accelerator.device)
+    for tensor in tensors:
+        flat = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
+        for start in range(0, flat.numel(), row_state.BLOCK_BYTES):
+            mine = flat[start:start + row_state.BLOCK_BYTES].to(accelerator.device)
+            differing += (mine != broadcast(mine.clone())).sum()
+    return accelerator.reduce(differing, reduction="sum").item() == 0

@@ -16,6 +16,7 @@ CHECKPOINT_CONFIG = "config.yaml"
 # on the checkpoint's progress). Anything else would silently change the run, or fail inside load_state.
 MAY_CHANGE = ("train.epochs", "train.max_steps", "train.resume", "train.overwrite", "train.checkpoint_every_steps",
               "train.keep_checkpoints", "train.log_every", "train.tracker", "train.output_dir", "train.batch_size",
+              "train.row_state_dir",
               "data.num_workers", "data.image_root")
 
 

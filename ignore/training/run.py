@@ -19,7 +19,7 @@ from ..losses.registry import build_method
 from ..losses.teacher import TrainingImages
 from ..models.build import build_model, model_settings
 from ..models.sync_batchnorm import synchronise_batchnorm
-from .checkpoint import Progress, checkpoint_dir, network, require_same_weights, resolve_resume
+from .checkpoint import Progress, checkpoint_dir, load_checkpoint, network, require_same_weights, resolve_resume
 from .console import run_log, say
 from .cpu_threads import use_all_cores_if_launcher_chose_one
 from .loop import Run, fit, test
@@ -71,7 +71,8 @@ def train_in_own_folder(config, argv, accelerator):
                                   data.class_names)
     method = build_method(config.method, num_classes, accelerator, seed=config.train.seed, normalisation=normalisation,
                           num_train_rows=len(train_labels), positives_per_image=float(train_labels.sum(1).mean()),
-                          lr=lr, epochs=config.train.epochs, train_images=train_images)
+                          lr=lr, epochs=config.train.epochs, train_images=train_images,
+                          row_state_dir=config.train.row_state_dir)
     train_loader, val_loader, test_loader = build_loaders(data, config.data, method.views, config.train.batch_size,
                                                           config.train.seed, normalisation)
     optimizer = build_optimizer(model, config.optim, config.model.head_lr_multiplier, lr)
@@ -91,7 +92,7 @@ def train_in_own_folder(config, argv, accelerator):
     if resume_from is not None:
         require_same_settings(resume_from, config)
         require_same_weights(resume_from, network(accelerator, model))
-        accelerator.load_state(str(resume_from))
+        load_checkpoint(accelerator, resume_from)
         require_same_global_batch(resume_from, run.progress.global_batch, global_batch)
         say(f"resumed from {resume_from}: epoch {run.progress.epoch}, step {run.progress.global_step}")
     if accelerator.is_main_process:
