@@ -157,6 +157,7 @@ class SPMLDataset:
     meta: dict
     image_root: Path
     folder: Path = None  # where the dataset lives (a teacher's scores are cached there)
+    train_shards: object = None  # shards.ShardIndex when the train split is streamed (data.train_shards)
 
     @property
     def class_names(self):
