@@ -142,7 +142,14 @@ def test_a_resumed_epoch_skips_whole_shards_unread(tiny_dataset, shard_folders, 
     read = []
     monkeypatch.setattr(streaming, "read_shard", lambda index, shard: read.append(shard) or read_shard(index, shard))
     assert streamed_rows(index, epoch=2, skip=20) == whole[20:]
-    assert len(read) == 2  # 20 rows in: the first two shards of 8 are passed over, the third is read from row 4
+    # 20 rows in: the first two shards of 8 are passed over, the third is read from its record 4
+    order = streaming.shards_of_process(3, 2, 4, rank=0, world_size=1)
+    assert read == order[2:]
+    stream = ShardStream(index, seed=3, rank=0, world_size=1, batch_size=4)
+    assert stream.reading_plan(2, 20) == [(order[2], 4, 4), (order[3], 0, 8)]
+    uneven = ShardStream(open_shards(shard_folders[3], load_dataset(tiny_dataset)), seed=3, rank=1, world_size=2,
+                         batch_size=4)  # shards of 11, 11 and 10 rows: 8 rows a process, from its first shard
+    assert uneven.reading_plan(0, 0) == [(streaming.shards_of_process(3, 0, 3, rank=1, world_size=2)[0], 0, 8)]
     assert streamed_rows(index, epoch=2) == whole  # the skip was for one iteration
 
 

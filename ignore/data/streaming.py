@@ -7,11 +7,13 @@ Every process yields the same number of records an epoch, so every process takes
 the rows of the floor(S / W) smallest shards, the least any process can be dealt, rounded down to its batch.
 A process stops there, and the rest of its last shard (and of an extra shard, when W does not divide S) is left
 out of that epoch; a shard is never read by two processes, so no row is seen twice in an epoch.
-Reading. The sampler reads one shard at a time in the main process and hands each record (its bytes and labels)
-to the DataLoader's workers, which decode it and draw its views from (seed, epoch, row): the batches are the same
-for any number of workers. A resumed epoch starts the sampler that many records in, passing over whole shards by
-their sizes in the index, unread.
+Reading. The sampler reads one shard at a time in the main process (the next one in a thread meanwhile) and
+hands each record (its bytes and labels) to the DataLoader's workers, which decode it and draw its views from
+(seed, epoch, row): the batches are the same for any number of workers. A resumed epoch starts the sampler that
+many records in, passing over whole shards by their sizes in the index, unread.
 """
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from accelerate.data_loader import DataLoaderShard
@@ -65,23 +67,35 @@ class ShardStream(Sampler):
     def __len__(self):
         return self.length
 
-    def __iter__(self):
-        epoch, to_skip, to_yield = self.epoch, self.skip, self.length - self.skip
-        self.skip = 0
+    def reading_plan(self, epoch, skip):
+        """[(shard, first, count)]: the shards to read this epoch, and which of each one's records (in the
+        epoch's record order) to yield, `skip` records in; the shards wholly before `skip` are not in it."""
+        plan, to_skip, to_yield = [], skip, self.length - skip
         for shard in shards_of_process(self.seed, epoch, len(self.index.files), self.rank, self.world_size):
-            if to_yield <= 0:
-                return
             size = self.index.sizes[shard]
-            if to_skip >= size:  # consumed before a resume: not read again
-                to_skip -= size
-                continue
-            records = read_shard(self.index, shard)
-            for record in record_order(self.seed, epoch, shard, size)[to_skip:to_skip + to_yield]:
-                entry = {"bytes": records.images[record], "path": f"{self.index.folder / self.index.files[shard]} "
-                                                                   f"record {record}"}
-                yield epoch, int(records.rows[record]), entry, records.labels[record], records.observed[record]
-            to_yield -= size - to_skip
-            to_skip = 0
+            if to_yield <= 0:
+                break
+            if to_skip < size:
+                count = min(size - to_skip, to_yield)
+                plan.append((shard, to_skip, count))
+                to_yield -= count
+            to_skip = max(to_skip - size, 0)
+        return plan
+
+    def __iter__(self):
+        epoch, plan = self.epoch, self.reading_plan(self.epoch, self.skip)
+        self.skip = 0
+        # the next shard is read in a thread while this one's records go out: no pause at each shard
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            upcoming = reader.submit(read_shard, self.index, plan[0][0]) if plan else None
+            for position, (shard, first, count) in enumerate(plan):
+                records = upcoming.result()
+                if position + 1 < len(plan):
+                    upcoming = reader.submit(read_shard, self.index, plan[position + 1][0])
+                where = self.index.folder / self.index.files[shard]
+                for record in record_order(self.seed, epoch, shard, len(records.rows))[first:first + count]:
+                    entry = {"bytes": records.images[record], "path": f"{where} record {record}"}
+                    yield epoch, int(records.rows[record]), entry, records.labels[record], records.observed[record]
 
 
 class StreamedRecords(Dataset):
