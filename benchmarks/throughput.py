@@ -1,10 +1,12 @@
 """Throughput: the authors' recipe (reference) and our training loop, side by side.
 
     python benchmarks/throughput.py [--backbone resnet18] [--image-size 224] [--batch-size 16] [--steps 12] [--data DIR]
+                                    [--shards 8]
 
 Same model, image size, batch and data (the demo dataset, or --data) for both. Each figure
 is measured in a fresh process, so peak memory is that phase's own:
-  loader      decode + views with the configured workers, no model
+  loader      decode + views with the configured workers, no model; ours also streamed from
+              the train split written into --shards Parquet shards (data.train_shards)
   step        a fixed batch already on the device: forward, backward, optimiser
   end_to_end  the loader feeding the steps
   memory      peak memory of two steps above the model and optimiser state
@@ -18,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from ignore.config import Config
 from ignore.data.demo import ensure_demo_dataset
 from ignore.data.format import load_dataset
 from ignore.data.loading import build_loaders
+from ignore.data.shards import open_shards, write_shards
 from ignore.data.views import IMAGENET
 from ignore.errors import exit_on_error
 from ignore.losses.ignore import Ignore
@@ -52,7 +56,9 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=Config().data.num_workers)
     parser.add_argument("--batched-views", action="store_true", help="ours: weak and strong in one forward")
     parser.add_argument("--fp32", action="store_true", help="ours: no bf16 autocast on a GPU")
+    parser.add_argument("--shards", type=int, default=8, help="ours streamed: the train split in this many shards")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "PHASE"), help=argparse.SUPPRESS)
+    parser.add_argument("--shard-folder", default="", help=argparse.SUPPRESS)  # written once, by the parent
     return parser.parse_args(argv)
 
 
@@ -62,14 +68,17 @@ def main(argv=None):
     if args.child:
         print(json.dumps(measure(args, *args.child)))
         return
-    if args.data:
-        load_dataset(args.data)  # a bad dataset is one error line here, not a child's traceback
-    forwarded = list(argv if argv is not None else sys.argv[1:])
-    results = {}
-    for phase in PHASES + ("memory",):
-        for variant in VARIANTS:
-            results[variant, phase] = run_child(forwarded, variant, phase)
-            print(f"{phase:<11} {variant:<9} {results[variant, phase]}", flush=True)
+    data = load_dataset(args.data or ensure_demo_dataset())  # a bad dataset is one error line here
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        write_shards(data, Path(folder) / "shards", args.shards)
+        print(f"train split written into {args.shards} shards in {time.perf_counter() - started:.1f} s", flush=True)
+        forwarded = list(argv if argv is not None else sys.argv[1:]) + ["--shard-folder", str(Path(folder) / "shards")]
+        results = {}
+        for phase in PHASES + ("memory",):
+            for variant in VARIANTS + (("streamed",) if phase == "loader" else ()):
+                results[variant, phase] = run_child(forwarded, variant, phase)
+                print(f"{phase:<11} {variant:<9} {results[variant, phase]}", flush=True)
     print()
     print_table(args, results)
 
@@ -89,6 +98,9 @@ def print_table(args, results):
           "   (above the model and optimiser state)")
     loader, step = results["ours", "loader"]["images_per_s"], results["ours", "step"]["images_per_s"]
     print(f"ours: loader / step images/s = {loader / step:.2f}")
+    streamed = results["streamed", "loader"]["images_per_s"]
+    print(f"ours streamed from {args.shards} Parquet shards: loader {streamed:.1f} images/s, "
+          f"{streamed / loader:.2f}x the in-memory loader")
 
 
 def run_child(forwarded, variant, phase):
@@ -109,7 +121,7 @@ def measure(args, variant, phase):
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
     torch.manual_seed(0)
     data = load_dataset(args.data or ensure_demo_dataset())
-    loader = make_loader(args, variant, data)
+    loader = make_loader(args, variant, data, accelerator)
     if phase == "loader":
         return time_loader(loader, args)
     model, optimizer, step = make_training(args, variant, len(data.class_names), accelerator)
@@ -137,15 +149,17 @@ def measure(args, variant, phase):
             "peak_mb": memory.peak_mb()}
 
 
-def make_loader(args, variant, data):
+def make_loader(args, variant, data, accelerator):
     if variant == "reference":
         dataset = ReferenceDataset(data.splits["train"], data.image_root, args.image_size)
         return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True,
                           pin_memory=torch.cuda.is_available())  # the authors pin memory
     config = Config()
     config.data.image_size, config.data.num_workers = args.image_size, args.workers
+    if variant == "streamed":
+        data.train_shards = open_shards(args.shard_folder, data)
     train_loader, _, _ = build_loaders(data, config.data, ("weak", "strong"), args.batch_size, seed=0,
-                                       normalisation=IMAGENET)
+                                       normalisation=IMAGENET, accelerator=accelerator)
     return train_loader
 
 

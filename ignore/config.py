@@ -37,6 +37,9 @@ class DataConfig:
     train_subset: int = setting(0, "train on the first N rows only (0 = all): quick checks")
     image_column: str = setting("", "bring your own HuggingFace dataset: its image column (docs/datasets.md)")
     label_column: str = setting("", "bring your own HuggingFace dataset: its multi-label column")
+    train_shards: str = setting("", "stream the train split from this folder of Parquet shards, written from the "
+                                    "dataset by data_scripts/write_shards.py: each process reads its own shards; val "
+                                    "and test still come from the dataset (docs/datasets.md#streaming-shards)")
 
 
 @dataclass

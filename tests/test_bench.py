@@ -8,16 +8,22 @@ from pathlib import Path
 
 import pytest
 
+from ignore.data.format import load_dataset
+from ignore.data.shards import write_shards
+
 # the benchmarks are scripts beside the package, not in it
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import throughput as bench  # noqa: E402
 
 
-def test_every_phase_of_both_variants_measures_and_the_table_prints(tiny_dataset, capsys):
+def test_every_phase_of_both_variants_measures_and_the_table_prints(tiny_dataset, tmp_path, capsys):
+    write_shards(load_dataset(tiny_dataset), tmp_path / "shards", 2)
     args = bench.parse_args(["--data", str(tiny_dataset), "--backbone", "small_cnn", "--image-size", "32",
-                             "--batch-size", "4", "--steps", "2", "--warmup", "1", "--workers", "0"])
+                             "--batch-size", "4", "--steps", "2", "--warmup", "1", "--workers", "0", "--shards", "2",
+                             "--shard-folder", str(tmp_path / "shards")])
     results = {(variant, phase): bench.measure(args, variant, phase)
                for phase in bench.PHASES + ("memory",) for variant in bench.VARIANTS}
+    results["streamed", "loader"] = bench.measure(args, "streamed", "loader")
     assert all(result["images_per_s"] > 0 for result in results.values())
     assert results["ours", "memory"]["peak_mb"] >= 0 and results["reference", "memory"]["peak_mb"] >= 0
     bench.print_table(args, results)
@@ -26,6 +32,8 @@ def test_every_phase_of_both_variants_measures_and_the_table_prints(tiny_dataset
     for row in ("loader images/s", "step images/s", "end_to_end images/s", "step peak memory MB"):
         assert re.search(rf"^{row} +[\d.]+ +[\d.]+ +[\d.]+x", table, re.M), row
     assert re.search(r"^ours: loader / step images/s = [\d.]+$", table, re.M)
+    assert re.search(r"^ours streamed from 2 Parquet shards: loader [\d.]+ images/s, [\d.]+x the in-memory loader$",
+                     table, re.M)
 
 
 def test_a_missing_dataset_is_one_line_and_exit_code_2(tmp_path, capsys):

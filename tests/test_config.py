@@ -245,8 +245,8 @@ def test_help_lists_every_key_with_its_type_default_range_choices_and_meaning():
         assert f" {method} " in text.split("  method.name (")[1].split(")")[0] + " ", method
 
 
-FREE_TEXT = {"data.path", "data.image_root", "data.image_column", "data.label_column", "model.pretrained",
-             "train.output_dir", "train.resume", "train.row_state_dir",
+FREE_TEXT = {"data.path", "data.image_root", "data.image_column", "data.label_column", "data.train_shards",
+             "model.pretrained", "train.output_dir", "train.resume", "train.row_state_dir",
              "method.teacher", "method.teacher_class_map"}  # paths, column names, weights, a teacher: no fixed set
 
 

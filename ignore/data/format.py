@@ -178,6 +178,7 @@ class SPMLDataset:
     meta: dict
     image_root: Path
     folder: Path = None  # where the dataset lives (a teacher's scores are cached there)
+    train_shards: object = None  # shards.ShardIndex when the train split is streamed (data.train_shards)
 
     @property
     def class_names(self):
@@ -274,19 +275,25 @@ def check_label_column(split, column, allowed, num_classes, where):
 
     Read through Arrow, without a Python list per row: COCO's train split is 65k rows of 80.
     """
+    return label_matrix(split.data.column(column), column, allowed, num_classes, f"{where} row")
+
+
+def label_matrix(rows, column, allowed, num_classes, where, names=META_FILE):
+    """The (N, num_classes) numpy matrix of an Arrow list column `rows`; a row of another length or with a value
+    outside `allowed` is an SPMLError "<where> <number>: ..." (`where` ends with what a row is called, `names` is
+    the file that names the classes)."""
     import pyarrow.compute as pc
 
-    rows = split.data.column(column)
     lengths = pc.fill_null(pc.list_value_length(rows), 0).to_numpy()
     wrong_length = np.flatnonzero(lengths != num_classes)
     if len(wrong_length):
         row = wrong_length[0]
-        raise SPMLError(f"{where} row {row}: column '{column}' has {lengths[row]} values, "
-                        f"{META_FILE} names {num_classes} classes")
+        raise SPMLError(f"{where} {row}: column '{column}' has {lengths[row]} values, "
+                        f"{names} names {num_classes} classes")
     matrix = pc.list_flatten(rows).to_numpy(zero_copy_only=False).reshape(len(lengths), num_classes)
     wrong_value = np.flatnonzero(~np.isin(matrix, allowed).all(axis=1))
     if len(wrong_value):
         row = wrong_value[0]
         values = sorted(set(matrix[row][~np.isin(matrix[row], allowed)].tolist()))
-        raise SPMLError(f"{where} row {row}: column '{column}' holds {values}, only {allowed} are allowed")
+        raise SPMLError(f"{where} {row}: column '{column}' holds {values}, only {allowed} are allowed")
     return matrix

@@ -1,5 +1,6 @@
 """The PyTorch view of one split: decode once, make the views, yield a dict."""
 import logging
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -71,24 +72,35 @@ class SPMLImageDataset(Dataset):
     def __getitem__(self, key):
         if isinstance(key, (tuple, list)):
             epoch, index = key
-            with torch.random.fork_rng(devices=[]):  # the global RNG stays as it was
-                torch.manual_seed(augmentation_seed(self.seed, epoch, index))
+            with seeded_views(self.seed, epoch, index):
                 return self.load(index)
         return self.load(key)
 
     def load(self, index):
-        try:
-            image = open_rgb(self.image_root, self.images[index])
-        except SPMLError as error:
-            if self.bad_images == "error":
-                raise
-            logger.warning("skipping unreadable image: %s", error)
-            return {"skipped": index}
-        item = {name: view(image) for name, view in self.views.items()}
-        item.update(labels=self.labels[index], observed=self.observed[index], index=index)
-        if self.verified is not None:
-            item["verified"] = self.verified[index]
-        return item
+        verified = {} if self.verified is None else {"verified": self.verified[index]}
+        return decoded_item(self.image_root, self.images[index], self.views, self.bad_images,
+                            labels=self.labels[index], observed=self.observed[index], index=index, **verified)
+
+
+@contextmanager
+def seeded_views(seed, epoch, index):
+    """Inside, the random views are those of (seed, epoch, row); the global RNG stays as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(augmentation_seed(seed, epoch, index))
+        yield
+
+
+def decoded_item(image_root, entry, views, bad_images, **fields):
+    """{view name: view of the decoded image, **fields}; an unreadable image raises its SPMLError, or with
+    bad_images="skip" is logged and becomes {"skipped": fields["index"]}."""
+    try:
+        image = open_rgb(image_root, entry)
+    except SPMLError as error:
+        if bad_images == "error":
+            raise
+        logger.warning("skipping unreadable image: %s", error)
+        return {"skipped": fields["index"]}
+    return {**{name: view(image) for name, view in views.items()}, **fields}
 
 
 def collate_skipping(items):

@@ -33,6 +33,9 @@ class Progress:
     global_batch: int = 0  # images an optimiser step: a resumed run must keep it
     first_loss: float = None  # the first step's loss (mean of the processes): the divergence guard's reference
     history: list = field(default_factory=list)  # one record per finished epoch: metrics.json's "epochs"
+    # a streamed train split: {"shards": its index's fingerprint, "num_processes"}. With step_in_epoch, what each
+    # process has consumed of its shards; a resume inside the epoch needs the same shards and processes
+    stream: dict = field(default_factory=dict)
 
     def state_dict(self):
         return asdict(self)

@@ -220,7 +220,7 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
             epoch = progress.epoch
             train_loader.set_epoch(epoch)
             batches_done = progress.step_in_epoch * accelerator.gradient_accumulation_steps
-            result = train_one_epoch(run, epoch, accelerator.skip_first_batches(train_loader, batches_done), bar)
+            result = train_one_epoch(run, epoch, skip_first_batches(accelerator, train_loader, batches_done), bar)
             last_epoch, skipped = result.train, skipped + result.skipped
             accelerator.log({f"epoch/{name}": value for name, value in last_epoch.items()}, step=progress.global_step)
             if progress.step_in_epoch < steps_per_epoch:
@@ -250,6 +250,13 @@ def fit(run, train_loader, val_loader, steps_per_epoch, export_info, preview):
     if progress.step_in_epoch:
         save_checkpoint(run)
     return last_epoch, skipped
+
+
+def skip_first_batches(accelerator, loader, num_batches):
+    """The loader past the batches a resumed epoch has done. A streamed split (data/streaming.py) skips them in its
+    shard index, unread; Accelerate's skip would read and drop them."""
+    own_skip = getattr(loader, "skip_first_batches", None)
+    return own_skip(num_batches) if own_skip else accelerator.skip_first_batches(loader, num_batches)
 
 
 def reached_max_steps(run):

@@ -58,3 +58,17 @@ def require_same_global_batch(checkpoint, saved_global_batch, global_batch):
         raise SPMLError(f"train.resume: checkpoint {checkpoint} was trained with a global batch of "
                         f"{saved_global_batch}, this run's is {global_batch} (train.batch_size x processes x "
                         "gradient accumulation); keep the global batch, or start a fresh run")
+
+
+def require_same_stream(checkpoint, saved_stream, stream, step_in_epoch):
+    """A streamed epoch stopped part way continues only over the same shards read by as many processes: each
+    process skips what it consumed of its own shards. A checkpoint at the end of an epoch resumes with any."""
+    if not step_in_epoch or saved_stream == stream:
+        return
+    if saved_stream.get("shards") != stream.get("shards"):
+        raise SPMLError(f"train.resume: checkpoint {checkpoint} stopped inside an epoch streamed from other shards "
+                        "(data.train_shards was written again since); resume from a checkpoint at the end of an "
+                        "epoch, or start a fresh run")
+    raise SPMLError(f"train.resume: checkpoint {checkpoint} stopped inside an epoch streamed by "
+                    f"{saved_stream['num_processes']} process(es), this run has {stream['num_processes']}: each "
+                    f"process reads its own shards, so finish that epoch with {saved_stream['num_processes']}")

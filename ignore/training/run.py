@@ -12,7 +12,7 @@ from accelerate import Accelerator
 from accelerate.utils import send_to_device, set_seed
 
 from ..config import save_config, scaled_lr
-from ..data.loading import build_loaders, load_spml_data, preview_batch, training_rows
+from ..data.loading import build_loaders, load_spml_data, prepared_train_loader, preview_batch, training_rows
 from ..errors import SPMLError
 from ..files import make_output_dir
 from ..losses.registry import build_method
@@ -27,7 +27,7 @@ from .optim import build_optimizer, build_scheduler
 from .preemption import PREEMPTED, StopOnSigterm
 from .precision import resolve_mixed_precision
 from .report import write_report
-from .resume_settings import require_same_global_batch, require_same_settings
+from .resume_settings import require_same_global_batch, require_same_settings, require_same_stream
 from .run_folder import claimed, clear_previous_run, require_own_folder
 from .tracking import SCALARS, end_trackers, start_trackers, trackers
 
@@ -74,10 +74,10 @@ def train_in_own_folder(config, argv, accelerator):
                           lr=lr, epochs=config.train.epochs, train_images=train_images,
                           row_state_dir=config.train.row_state_dir)
     train_loader, val_loader, test_loader = build_loaders(data, config.data, method.views, config.train.batch_size,
-                                                          config.train.seed, normalisation)
+                                                          config.train.seed, normalisation, accelerator)
     optimizer = build_optimizer(model, config.optim, config.model.head_lr_multiplier, lr)
-    model, optimizer, train_loader, val_loader, test_loader = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, test_loader)
+    model, optimizer, val_loader, test_loader = accelerator.prepare(model, optimizer, val_loader, test_loader)
+    train_loader = prepared_train_loader(accelerator, train_loader)
     steps_per_epoch = math.ceil(len(train_loader) / accelerator.gradient_accumulation_steps)
     if steps_per_epoch == 0:
         raise SPMLError(f"the train split has fewer images than one global batch ({global_batch})")
@@ -85,6 +85,8 @@ def train_in_own_folder(config, argv, accelerator):
     method.to(accelerator.device)
     run = Run(config, accelerator, model, method, optimizer, scheduler, Progress(global_batch=global_batch),
               StopOnSigterm(accelerator))
+    stream = {} if data.train_shards is None else {"shards": data.train_shards.fingerprint,
+                                                   "num_processes": accelerator.num_processes}
     checkpointed = (scheduler, method, run.progress)
     accelerator.register_for_checkpointing(*checkpointed)
 
@@ -94,7 +96,9 @@ def train_in_own_folder(config, argv, accelerator):
         require_same_weights(resume_from, network(accelerator, model))
         load_checkpoint(accelerator, resume_from)
         require_same_global_batch(resume_from, run.progress.global_batch, global_batch)
+        require_same_stream(resume_from, run.progress.stream, stream, run.progress.step_in_epoch)
         say(f"resumed from {resume_from}: epoch {run.progress.epoch}, step {run.progress.global_step}")
+    run.progress.stream = stream
     if accelerator.is_main_process:
         save_config(config, output_dir / "config.yaml")
         if resume_from is None:
@@ -103,6 +107,8 @@ def train_in_own_folder(config, argv, accelerator):
     start_trackers(accelerator, config, command, run.progress.global_step)
     say(f"{len(train_loader.dataset)} train images, {num_classes} classes, method {config.method.name}, "
         f"{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:g}")
+    if data.train_shards is not None:
+        say(train_loader.describe())
     export_info = {"class_names": data.class_names, "model": model_settings(config.model),
                    "image_size": config.data.image_size,
                    **normalisation, "method": config.method.name, "source": data.meta["source"],
