@@ -68,3 +68,12 @@ def test_ignores_report_marks_the_warm_up_names_zero_series_and_shows_aurocs_pic
     assert "(report/ignore_image_cam_masked.png)" in report
     assert "Training with its validations took 2 min 5 s on 2 process(es)" in report
     assert "```yaml\ndata:\n" in report and "  warm_up: 2\n" in report and "  lr: 0.02\n" in report
+
+
+def test_an_epoch_without_false_negatives_to_rank_shows_a_dash_for_its_auroc():
+    from ignore.training.report import validation_section
+
+    epochs = [{"epoch": 0, "val_mAP": 41.0, "train": {"drop_auroc": None, "logit_auroc": 0.8125}},
+              {"epoch": 1, "val_mAP": 43.5, "train": {"drop_auroc": float("nan"), "logit_auroc": 0.75}}]
+    table = [line for line in validation_section(epochs) if line.startswith("| ")]
+    assert table[1:] == ["| 0 | 41.00 | - | 0.812 |", "| 1 | 43.50 | - | 0.750 |"]

@@ -86,8 +86,13 @@ def validation_section(epochs):
     lines += ["| epoch | val mAP | " + " | ".join(aurocs) + (" |" if aurocs else ""),
               "|---|---|" + "---|" * len(aurocs)]
     lines += [f"| {epoch['epoch']} | {epoch['val_mAP']:.2f} |"
-              + "".join(f" {epoch['train'].get(name, float('nan')):.3f} |" for name in aurocs) for epoch in epochs]
+              + "".join(f" {auroc_cell(epoch['train'].get(name))} |" for name in aurocs) for epoch in epochs]
     return lines
+
+
+def auroc_cell(value):
+    """An AUROC as a table cell; "-" where there was none (no false negative to rank, stored as null)."""
+    return "-" if value is None or value != value else f"{value:.3f}"
 
 
 def thresholds_section(run_dir, scalars, warm_up):
