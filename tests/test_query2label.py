@@ -143,7 +143,7 @@ def test_build_model_reads_the_q2l_keys_and_refuses_bad_ones():
 def test_two_process_q2l_ignore_run_keeps_thresholds_identical_and_its_export_reproduces_the_scores(tiny_dataset,
                                                                                                   tmp_path):
     q2l = ("model.name=q2l", "model.q2l_hidden_dim=32", "model.q2l_ffn_dim=64", "model.head_lr_multiplier=1",
-           "train.batch_size=4")
+           "train.batch_size=4", "method.rule=ema")  # the EMA rule rejects in a run this short
     result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "run", *q2l), launcher=TWO_PROCESSES)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
