@@ -1,6 +1,6 @@
 """accelerate_configs/multi_node.yaml for real: two launches on this host as two machines of one process each,
 over gloo on the CPU. IGNORE's thresholds and the weights are bit for bit the same on both machines, and a run
-stopped part-way and resumed on the same two machines ends with the weights of a run that was not stopped."""
+resumed from its step-2 checkpoint on the same two machines ends with the weights of a run that was not stopped."""
 import json
 
 from launching import run_two_machines
@@ -16,10 +16,11 @@ def two_machine_run(dataset, output_dir, *extra):
 
 def test_two_machines_agree_bit_for_bit_and_a_resumed_run_ends_where_an_unbroken_one_does(tiny_dataset, tmp_path):
     unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
-    two_machine_run(tiny_dataset, unbroken)
-    two_machine_run(tiny_dataset, broken, "train.max_steps=2")
-    machine0, machine1 = two_machine_run(tiny_dataset, broken, "train.resume=auto")
-    assert f"resumed from {broken / 'checkpoints' / 'step-000000002'}: epoch 0, step 2" in machine0.stdout
+    two_machine_run(tiny_dataset, unbroken, "train.checkpoint_every_steps=2", "train.keep_checkpoints=2")
+    # the run "broken" at step 2: its checkpoint, resumed into another folder (two trainings, not three)
+    step2 = unbroken / "checkpoints" / "step-000000002"
+    machine0, machine1 = two_machine_run(tiny_dataset, broken, f"train.resume={step2}")
+    assert f"resumed from {step2}: epoch 0, step 2" in machine0.stdout
     assert machine1.stdout == ""  # the main process, on machine 0, says every line
 
     for run in (unbroken, broken):
