@@ -274,7 +274,8 @@ def test_a_streamed_run_resumed_mid_epoch_gives_the_same_weights(tiny_dataset, t
     streamed = [f"data.train_shards={shards}", "data.bad_images=skip", "method.name=role"]
 
     # without a break, loading with 2 worker processes
-    straight = run_train(*tiny_run_overrides(dataset, tmp_path / "straight", *streamed, "data.num_workers=2"))
+    straight = run_train(*tiny_run_overrides(dataset, tmp_path / "straight", *streamed, "data.num_workers=2",
+                                             "train.checkpoint_every_steps=5", "train.keep_checkpoints=2"))
     assert straight.returncode == 0, straight.stderr[-3000:]
     assert straight.stdout.splitlines()[1] == (f"train split streamed from 3 shards in {shards}: 32 rows a process "
                                                "and epoch, every row once an epoch")
@@ -282,12 +283,12 @@ def test_a_streamed_run_resumed_mid_epoch_gives_the_same_weights(tiny_dataset, t
     assert metrics["skipped_images"] == 2  # once in each of the two epochs
     assert "skipped unreadable images: train rows [5]" in straight.stdout
 
-    # 4 steps an epoch: stopped at step 5, inside epoch 1 and inside its first shard (8 of its 10 or 11 rows to skip)
-    broken = run_train(*tiny_run_overrides(dataset, tmp_path / "broken", *streamed, "train.max_steps=5"))
-    assert broken.returncode == 0, broken.stderr[-3000:]
-    resumed = run_train(*tiny_run_overrides(dataset, tmp_path / "broken", *streamed, "train.resume=auto"))
+    # 4 steps an epoch: the checkpoint of step 5, inside epoch 1 and inside its first shard (8 of its 10 or 11 rows
+    # to skip), resumed into another folder without workers
+    step5 = tmp_path / "straight" / "checkpoints" / "step-000000005"
+    resumed = run_train(*tiny_run_overrides(dataset, tmp_path / "broken", *streamed, f"train.resume={step5}"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resumed from {tmp_path / 'broken' / 'checkpoints' / 'step-000000005'}: epoch 1, step 5" in resumed.stdout
+    assert f"resumed from {step5}: epoch 1, step 5" in resumed.stdout
     expected = final_state(tmp_path / "straight")
     assert expected[2]["visits"].tolist() == [0 if row == 5 else 2 for row in range(NUM_TRAIN)]
     assert_same_state(final_state(tmp_path / "broken"), expected)
