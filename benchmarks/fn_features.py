@@ -28,7 +28,7 @@ from ignore.data.loading import load_spml_data
 from ignore.data.torch_dataset import SPMLImageDataset, collate_skipping
 from ignore.data.views import eval_view
 from ignore.errors import SPMLError, exit_on_error
-from ignore.losses.ignore import batchnorm_mode
+from ignore.losses.ignore import Ignore, batchnorm_mode
 from ignore.losses.masking import positive_cam
 from ignore.models.export import load_export
 
@@ -38,7 +38,7 @@ PROBABILITIES = (0.2, 0.35, 0.5)
 
 
 @torch.no_grad()
-def split_scores(network, split, data, config, batch_size):
+def split_scores(network, method, split, data, config, batch_size):
     """{score name: (N, C)}, "false_negative" and "unannotated" (N, C) bool, over one split."""
     dataset = SPMLImageDataset(split, data.image_root, {"image": eval_view(config.data.image_size,
                                                                           network.normalisation)})
@@ -52,10 +52,9 @@ def split_scores(network, split, data, config, batch_size):
             images, positive = batch["image"], batch["observed"] == 1
             output = network(images)
             cam, logits = output["cam"].float(), output["logits"].float()
-            method = config.method
-            heat = positive_cam(cam, positive, images.shape[-2:], method.cam_normalisation)
-            masked_logits = network(images * (heat > method.cam_threshold).float())["logits"].float()
-            region = positive_cam(cam, positive, cam.shape[-2:], method.cam_normalisation) > method.cam_threshold
+            _, masked_logits = method.masked_pass(network, images, cam, positive)  # the step's own masked pass
+            settings = config.method
+            region = positive_cam(cam, positive, cam.shape[-2:], settings.cam_normalisation) > settings.cam_threshold
             inside = region.expand_as(cam)
             lowest = cam.flatten(2).amin(2)  # an image whose region covers every cell: no evidence outside
             outside_peak = cam.masked_fill(inside, float("-inf")).flatten(2).amax(2)
@@ -89,9 +88,11 @@ def main():
     torch.manual_seed(0)
     config = load_config(arguments.run_dir / "config.yaml")
     network = load_export(arguments.run_dir / "export").network
-    data = load_spml_data(config.data, Accelerator(cpu=True))
-    train, train_fn = entries(split_scores(network, data.splits["train"], data, config, arguments.batch_size))
-    val, val_fn = entries(split_scores(network, data.splits["val"], data, config, arguments.batch_size))
+    accelerator = Accelerator(cpu=True)
+    data = load_spml_data(config.data, accelerator)
+    method = Ignore(config.method, len(data.class_names), accelerator, normalisation=network.normalisation)
+    train, train_fn = entries(split_scores(network, method, data.splits["train"], data, config, arguments.batch_size))
+    val, val_fn = entries(split_scores(network, method, data.splits["val"], data, config, arguments.batch_size))
     if not train_fn.any() or not val_fn.any():
         raise SPMLError(f"{arguments.run_dir}: no unannotated label is positive in the clean labels of the train "
                         "or the validation split: nothing to rank")
