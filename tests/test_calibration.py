@@ -13,10 +13,11 @@ from test_ignore_method import IMAGES, LABELS, OBSERVED, ImageIsCAM, batch, make
 from test_rejection_controls import loss_without
 
 # drops (weak - masked) of the hand batch: [0.25, 0.5, 1.5], [1.0, 0.5, 0.5]; weak logits
-# [0.75, 1.0, 3.0], [2.0, 0.5, 2.5]; unannotated [F, T, T], [T, T, F]; the false negative (0, 1).
-# With bias -2 and weights 1, 1 the log-odds are -2 + drop + logit:
-#   image 0: (-1.0), -0.5, 2.5      image 1: 1.0, -1.0, (1.0)      (annotated in brackets)
-COEFFICIENTS = [-2.0, 1.0, 1.0]
+# [0.75, 1.0, 3.0], [2.0, 0.5, 2.5]; CAM peaks outside the kept region (pixel 1 of image 0, pixel 0
+# of image 1) [0.5, 1.0, 3.0], [2.0, 1.0, 1.0]; unannotated [F, T, T], [T, T, F]; the false
+# negative (0, 1). With bias -3.25 and weights 1, 1, 1 the log-odds are -3.25 + drop + logit + outside:
+#   image 0: (-1.75), -0.75, 4.25      image 1: 1.75, -1.25, (0.75)      (annotated in brackets)
+COEFFICIENTS = [-3.25, 1.0, 1.0, 1.0]
 
 
 def calibrated_method(reject_probability=0.5, fitted=True):
@@ -37,7 +38,7 @@ def test_the_step_rejects_the_unannotated_labels_above_the_probability(reject_pr
     assert int(output.counts["rejected"]) == len(rejected)
     assert int(output.counts["rejected_true_fn"]) == int((0, 1) in rejected)
     assert torch.allclose(output.fn_scores["scores"]["calibrated"],
-                          torch.tensor([[-1.0, -0.5, 2.5], [1.0, -1.0, 1.0]]))
+                          torch.tensor([[-1.75, -0.75, 4.25], [1.75, -1.25, 0.75]]))
 
 
 def test_nothing_is_rejected_before_the_first_fit_nor_in_the_warm_up():
@@ -59,15 +60,17 @@ def test_calibrate_fits_the_unannotated_validation_labels_scored_as_in_training(
     method = make_method(rule="calibrated")
     val_batches = [{"image": IMAGES.clone(), "observed": OBSERVED, "labels": LABELS}]
     summary = method.calibrate(ImageIsCAM(), val_batches)
-    # the four unannotated entries: (drop, logit, false negative)
+    # the four unannotated entries: (drop, logit, outside peak, false negative)
     drop, logit = torch.tensor([0.5, 1.5, 1.0, 0.5]), torch.tensor([1.0, 3.0, 2.0, 0.5])
-    expected = logistic_fit(torch.stack([torch.ones(4), drop, logit], 1).double(), torch.tensor([1.0, 0, 0, 0]).double())
+    outside = torch.tensor([1.0, 3.0, 2.0, 1.0])
+    features = torch.stack([torch.ones(4), drop, logit, outside], 1).double()
+    expected = logistic_fit(features, torch.tensor([1.0, 0, 0, 0]).double())
     assert torch.equal(method.calibration.coefficients, expected.float()) and bool(method.calibration.fitted)
-    log_odds = expected[0] + expected[1] * drop.double() + expected[2] * logit.double()
+    log_odds = features @ expected
     rejected = log_odds > 0
     assert summary["calibration_entries"] == 4 and summary["calibration_fn_share"] == 0.25
     assert summary["calibration_rejected_fraction"] == rejected.double().mean().item()
-    assert summary["calibration_bias"] == expected[0].item()
+    assert [summary[f"calibration_{name}"] for name in ("bias", "drop", "logit", "outside_peak")] == expected.tolist()
     if rejected.any():
         assert summary["calibration_estimated_precision"] == pytest.approx(torch.sigmoid(log_odds[rejected]).mean())
     else:

@@ -1,4 +1,4 @@
-"""The CAM normalisation rules and the fill of removed pixels."""
+"""The CAM normalisation rules, the fill of removed pixels and the CAM peak outside the kept region."""
 import pytest
 import torch
 from accelerate import Accelerator
@@ -6,7 +6,7 @@ from accelerate import Accelerator
 from ignore.config import MethodConfig
 from ignore.data.views import IMAGENET
 from ignore.losses.ignore import Ignore
-from ignore.losses.masking import normalise_across_batch, positive_cam, positive_region_mask
+from ignore.losses.masking import normalise_across_batch, outside_region_peak, positive_cam, positive_region_mask
 
 # two images, one class, 1x2 pixels: raw positive maps [1, 4] and [3, 2]
 CAM = torch.tensor([[[[1.0, 4.0]]], [[[3.0, 2.0]]]])
@@ -42,3 +42,14 @@ def test_mask_fill_black_puts_the_normalised_black_outside_the_mask():
     assert masked[0, :, 0, 1].tolist() == pytest.approx(black)
     mean_fill = Ignore(MethodConfig(), num_classes=1, accelerator=Accelerator(cpu=True))
     assert mean_fill.masked_images(images, torch.tensor([[[[1.0, 0.0]]]]))[0, :, 0, 1].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_outside_peak_is_each_class_peak_outside_the_observed_positive_region():
+    # one image, three classes, 1x3 cells; observed class 0 [0, 2, 4] normalises to [0, 0.5, 1]: at
+    # threshold 0.4 the kept region is cells 1 and 2, so the peak outside is cell 0's value
+    cam = torch.tensor([[[[0.0, 2.0, 4.0]], [[5.0, 9.0, -1.0]], [[-3.0, 7.0, 8.0]]]])
+    observed = torch.tensor([[True, False, False]])
+    assert outside_region_peak(cam, observed, 0.4).tolist() == [[0.0, 5.0, -3.0]]
+    assert outside_region_peak(cam, observed, 0.6).tolist() == [[2.0, 9.0, 7.0]]  # region: cell 2 only
+    # no observed positive: the region is the whole image, nothing lies outside, each class's lowest value
+    assert outside_region_peak(cam, torch.zeros(1, 3, dtype=torch.bool), 0.4).tolist() == [[0.0, -1.0, -3.0]]

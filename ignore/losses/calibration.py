@@ -3,13 +3,14 @@ learned each epoch on the validation split (method.rule=calibrated).
 
 The validation images carry clean labels (the protocol uses them to pick the best epoch) and
 the same single-positive observation as the training images. Scoring them as a training step
-does (the weak logit z_w, the masked image's logit z_m) and knowing which unannotated labels
-are in fact positive, a logistic model P(false negative | z_w - z_m, z_w) is fitted; the step
-then rejects an unannotated label when that probability exceeds method.reject_probability.
+does and knowing which unannotated labels are in fact positive, a logistic model
+P(false negative | drop, logit, outside peak) is fitted on three scores of each label: the drop
+z_w - z_m of its logit once the image is masked to the observed positive's region (IGNORE's
+gap), the weak logit z_w, and its peak CAM value outside that region. The step then rejects an
+unannotated label when that probability exceeds method.reject_probability.
 The rule therefore follows the data's own false-negative share (a dataset with few false
-negatives gets few rejections), adds the weak logit to the drop (each ranks false negatives on
-its own), and rejects nothing while no label is likely enough: it cannot reject more than the
-validation split says is there.
+negatives gets few rejections), weighs each score by what it knows, and rejects nothing while no
+label is likely enough: it cannot reject more than the validation split says is there.
 """
 import logging
 import math
@@ -19,7 +20,7 @@ from torch import nn
 
 LOGGER = logging.getLogger("ignore.run")  # the run's lines: on the main process, console and train.log
 
-FEATURES = ("bias", "drop", "logit")
+FEATURES = ("drop", "logit", "outside_peak")  # after the bias
 NEWTON_STEPS = 50
 RIDGE = 1.0  # an L2 penalty on the weights (not the bias): finite when the classes separate perfectly
 
@@ -51,13 +52,13 @@ class RejectionCalibration(nn.Module):
     def __init__(self, reject_probability):
         super().__init__()
         self.boundary = math.log(reject_probability / (1 - reject_probability))  # on the log-odds
-        self.register_buffer("coefficients", torch.zeros(len(FEATURES)))
+        self.register_buffer("coefficients", torch.zeros(1 + len(FEATURES)))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
-    def log_odds(self, drop, logit):
-        """log P(false negative) / P(not), for (B, C) drops and weak logits."""
-        bias, drop_weight, logit_weight = self.coefficients
-        return bias + drop_weight * drop + logit_weight * logit
+    def log_odds(self, scores):
+        """log P(false negative) / P(not); scores: {name in FEATURES: tensor}, all of one shape."""
+        bias, *weights = self.coefficients
+        return bias + sum(weight * scores[name] for weight, name in zip(weights, FEATURES))
 
     def suspects(self, log_odds):
         """(B, C) bool from `log_odds`: likely enough to be false negatives; none before the first fit
@@ -65,10 +66,12 @@ class RejectionCalibration(nn.Module):
         return (log_odds > self.boundary) & self.fitted
 
     @torch.no_grad()
-    def fit(self, drop, logit, is_false_negative):
-        """Fit on the unannotated validation labels (1-D tensors of one length); returns what the
-        fitted rule does on them: its rejected share, its estimated and its true precision, its recall."""
-        features = torch.stack([torch.ones_like(drop), drop, logit], dim=1).double().cpu()
+    def fit(self, scores, is_false_negative):
+        """Fit on the unannotated validation labels (scores: {name in FEATURES: 1-D tensor}, all of the
+        length of is_false_negative); returns what the fitted rule does on them: its rejected share, its
+        estimated and its true precision, its recall, its coefficients."""
+        features = torch.stack([torch.ones(len(is_false_negative), dtype=torch.float64)]
+                               + [scores[name].double().cpu() for name in FEATURES], dim=1)
         targets = is_false_negative.double().cpu()
         if not targets.any():
             # No unannotated positive to learn from: validation labels that hold only the observed positives
@@ -92,5 +95,5 @@ class RejectionCalibration(nn.Module):
             "calibration_estimated_precision": float(torch.sigmoid(log_odds[rejected]).mean()) if count else math.nan,
             "calibration_precision": true_count / count if count else math.nan,
             "calibration_recall": true_count / max(int(targets.sum()), 1),
-            **{f"calibration_{name}": float(value) for name, value in zip(FEATURES, coefficients)},
+            **{f"calibration_{name}": float(value) for name, value in zip(("bias",) + FEATURES, coefficients)},
         }

@@ -14,8 +14,8 @@ from ..data.views import denormalise, pixel_to_normalised
 from ..errors import SPMLError
 from .base import (FN_RATIOS, Method, Picture, StepOutput, bce, false_negatives, fn_counts, masked_mean,
                    observed_positive, unannotated)
-from .calibration import RejectionCalibration
-from .masking import positive_cam, positive_region_mask
+from .calibration import FEATURES, RejectionCalibration
+from .masking import outside_region_peak, positive_cam, positive_region_mask
 from .registry import CAM_NORMALISATIONS, GAPS, MASKED_BATCHNORM_MODES, MASK_FILLS, RULES
 from .rejection import REJECTIONS, rejected_entries
 from .thresholds import GapThresholds
@@ -90,9 +90,10 @@ class Ignore(Method):
         above_average = weak_logits.detach() > self.thresholds.average()  # LAT
         unknown = unannotated(batch)  # only unknown labels can be false negatives
         scores = {"gap": rule_gap, "gap_lat": torch.where(above_average, rule_gap, float("-inf")),
-                  "absolute_gap": gap, "drop": drop, "logit": weak_logits.detach()}
+                  "absolute_gap": gap, "drop": drop, "logit": weak_logits.detach(),
+                  "outside_peak": self.outside_peak(weak_output["cam"], positive)}
         if config.rule == "calibrated":
-            scores["calibrated"] = self.calibration.log_odds(drop, weak_logits.detach())
+            scores["calibrated"] = self.calibration.log_odds(scores)
             suspect = self.calibration.suspects(scores["calibrated"]) & unknown
         else:
             suspect = (rule_gap > self.thresholds.gap()) & unknown
@@ -118,7 +119,7 @@ class Ignore(Method):
         # Scores of the unannotated labels as false negatives (`scores` above): the rule's gap
         # (method.gap) alone and gated by LAT (labels below their class average rank last), both gap
         # definitions, the weak logit itself for comparison (does the gap know more than the logit?),
-        # and under rule=calibrated the fitted log-odds.
+        # the class's CAM peak outside the kept region, and under rule=calibrated the fitted log-odds.
         fn_scores = {"scores": scores, "candidates": unknown, "targets": true_fn}
         return StepOutput(loss, weak_logits, parts, counts, fn_scores)
 
@@ -127,6 +128,10 @@ class Ignore(Method):
         mask = positive_region_mask(cam, positive, images.shape[-2:], self.config.cam_threshold,
                                     self.config.cam_normalisation)
         return mask.mean(), self.masked_logits(model, self.masked_images(images, mask))
+
+    def outside_peak(self, cam, positive):
+        """(B, C): each class's CAM peak outside the region the masked pass keeps (masking.py)."""
+        return outside_region_peak(cam, positive, self.config.cam_threshold, self.config.cam_normalisation)
 
     @torch.no_grad()
     def calibrate(self, model, val_loader):
@@ -139,7 +144,7 @@ class Ignore(Method):
         network = self.accelerator.unwrap_model(model)
         was_training = network.training
         network.train()
-        drops, logits, false_negative = [], [], []
+        scores, false_negative = {name: [] for name in FEATURES}, []
         with batchnorm_mode(network, "batch"):
             for batch in val_loader:
                 images, positive = batch["image"], observed_positive(batch)
@@ -149,14 +154,18 @@ class Ignore(Method):
                     output = network(images)
                 weak_logits = output["logits"].float()
                 _, masked_logits = self.masked_pass(model, images, output["cam"], positive)
+                batch_scores = {"drop": weak_logits - masked_logits, "logit": weak_logits,
+                                "outside_peak": self.outside_peak(output["cam"], positive)}
                 gathered = self.accelerator.gather_for_metrics(
-                    (weak_logits - masked_logits, weak_logits, false_negatives(batch), unannotated(batch)))
-                drop, logit, true_fn, candidates = (tensor.cpu() for tensor in gathered)
-                drops.append(drop[candidates])
-                logits.append(logit[candidates])
-                false_negative.append(true_fn[candidates])
+                    ([batch_scores[name] for name in FEATURES], false_negatives(batch), unannotated(batch)))
+                values, true_fn, candidates = gathered
+                candidates = candidates.cpu()
+                for name, value in zip(FEATURES, values):
+                    scores[name].append(value.cpu()[candidates])
+                false_negative.append(true_fn.cpu()[candidates])
         network.train(was_training)
-        return self.calibration.fit(torch.cat(drops), torch.cat(logits), torch.cat(false_negative))
+        return self.calibration.fit({name: torch.cat(values) for name, values in scores.items()},
+                                    torch.cat(false_negative))
 
     def forward_views(self, model, batch, masked_pass):
         """(weak output, strong output), with `masked_pass(weak output)` run in between when

@@ -49,3 +49,14 @@ def positive_cam(cam, observed_positive, image_size, normalisation="image"):
 def positive_region_mask(cam, observed_positive, image_size, threshold, normalisation="image"):
     """(B, 1, H, W) float mask: 1 where `positive_cam` exceeds threshold."""
     return (positive_cam(cam, observed_positive, image_size, normalisation) > threshold).float()
+
+
+def outside_region_peak(cam, observed_positive, threshold, normalisation="image"):
+    """(B, C): each class's highest CAM value outside the region the masked image keeps, read at the
+    CAM's own resolution; no second forward. A class that another object shows lights up outside
+    the observed positive's region. An image whose region covers every cell gets each class's lowest value.
+    """
+    cam = cam.detach().float()
+    inside = (positive_cam(cam, observed_positive, cam.shape[-2:], normalisation) > threshold).expand_as(cam)
+    outside = cam.masked_fill(inside, float("-inf")).flatten(2).amax(2)
+    return torch.where(torch.isinf(outside), cam.flatten(2).amin(2), outside)
