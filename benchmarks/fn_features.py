@@ -32,7 +32,7 @@ from ignore.losses.ignore import Ignore, batchnorm_mode
 from ignore.losses.masking import positive_cam
 from ignore.models.export import load_export
 
-COMBINATIONS = (("logit", "drop"), ("logit", "outside_peak"), ("drop", "outside_peak"),
+COMBINATIONS = (("logit", "drop"), ("logit", "outside_peak"), ("drop", "outside_peak"), ("drop", "logit", "outside_peak"),
                 ("logit", "drop", "outside_peak", "inside_peak"))
 PROBABILITIES = (0.2, 0.35, 0.5)
 
@@ -56,9 +56,7 @@ def split_scores(network, method, split, data, config, batch_size):
             settings = config.method
             region = positive_cam(cam, positive, cam.shape[-2:], settings.cam_normalisation) > settings.cam_threshold
             inside = region.expand_as(cam)
-            lowest = cam.flatten(2).amin(2)  # an image whose region covers every cell: no evidence outside
-            outside_peak = cam.masked_fill(inside, float("-inf")).flatten(2).amax(2)
-            parts["outside_peak"].append(torch.where(torch.isinf(outside_peak), lowest, outside_peak))
+            parts["outside_peak"].append(method.outside_peak(cam, positive))  # the calibrated rule's feature
             parts["inside_peak"].append(cam.masked_fill(~inside, float("-inf")).flatten(2).amax(2))
             parts["logit"].append(logits)
             parts["drop"].append(logits - masked_logits)

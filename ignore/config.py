@@ -72,7 +72,7 @@ class MethodConfig:
     warm_up: int = setting(3, "epochs before IGNORE rejects anything")
     # calibrated: measured against ema on two datasets in two regimes (docs/results.md)
     rule: str = setting("calibrated", "IGNORE's rejection rule: calibrated = a false-negative probability from the "
-                                      "drop and the weak logit, fitted each epoch on the validation split's clean "
+                                      "drop, the weak logit and the CAM peak outside the kept region, fitted each epoch on the validation split's clean "
                                       "labels; ema = the paper's, a drop above the EMA gap threshold (and LAT)")
     reject_probability: float = setting(0.5, "rule=calibrated: reject an unannotated label whose fitted "
                                              "false-negative probability exceeds this")

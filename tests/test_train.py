@@ -49,7 +49,7 @@ def test_run_writes_metrics_and_an_export_that_reproduces_the_test_scores(tiny_d
     assert [epoch["epoch"] for epoch in metrics["epochs"]] == [0, 1]
     for epoch in metrics["epochs"]:  # the false-negative score diagnostics of every epoch
         assert set(epoch["train"]) >= {"gap_auroc", "gap_lat_auroc", "absolute_gap_auroc", "drop_auroc", "logit_auroc",
-                                       "masked_area"}
+                                       "outside_peak_auroc", "masked_area"}
         assert epoch["train"]["gap_auroc"] == epoch["train"]["drop_auroc"]  # method.gap=drop
         assert 0 <= epoch["train"]["gap_auroc"] <= 1
         histogram = epoch["histograms"]["gap"]

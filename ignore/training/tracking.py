@@ -118,4 +118,5 @@ def fn_score_line(train_summary):
     if "gap_auroc" not in train_summary:
         return ""
     return (f", gap AUROC {train_summary['gap_auroc']:.3f} (with LAT {train_summary['gap_lat_auroc']:.3f}, "
-            f"drop {train_summary['drop_auroc']:.3f}, logit {train_summary['logit_auroc']:.3f})")
+            f"drop {train_summary['drop_auroc']:.3f}, logit {train_summary['logit_auroc']:.3f}, "
+            f"outside peak {train_summary['outside_peak_auroc']:.3f})")
