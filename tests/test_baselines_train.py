@@ -19,18 +19,22 @@ STATEFUL = {"role": ["method.name=role"], "ll_cp": ["method.name=ll_cp", "method
 BUFFERS = {"role": "estimate_logits", "ll_cp": "corrected"}
 # trained once each on two processes: the stateful methods, and vlpl (its teacher's table a buffer)
 TWO_PROCESS_RUNS = {**STATEFUL, "vlpl": ["method.name=vlpl", "method.teacher=noisy_oracle"]}
+EVERY_TWO_STEPS = ("train.checkpoint_every_steps=2", "train.keep_checkpoints=2")  # steps 6 and 8 kept
+
+
+def resume_at_step_6(tmp_path):
+    return f"train.resume={tmp_path / 'straight' / 'checkpoints' / 'step-000000006'}"
 
 
 @pytest.mark.parametrize("name", sorted(STATEFUL))
 def test_resume_mid_epoch_restores_the_per_image_state_bit_for_bit(tiny_dataset, tmp_path, name):
-    # 32 train images / batch 8 = 4 steps an epoch; the broken run stops at step 6, in the second epoch
-    straight = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "straight", *STATEFUL[name]))
+    # 32 train images / batch 8 = 4 steps an epoch; the unbroken run's step-6 checkpoint (in the second epoch)
+    # resumed into another folder stands for a run stopped there: two trainings, not three
+    straight = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "straight", *STATEFUL[name], *EVERY_TWO_STEPS))
     assert straight.returncode == 0, straight.stderr[-3000:]
-    broken = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "broken", *STATEFUL[name], "train.max_steps=6"))
-    assert broken.returncode == 0, broken.stderr[-3000:]
-    resumed = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "broken", *STATEFUL[name], "train.resume=auto"))
+    resumed = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "broken", *STATEFUL[name], resume_at_step_6(tmp_path)))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from" in resumed.stdout
+    assert "epoch 1, step 6" in resumed.stdout
     expected = final_state(tmp_path / "straight")
     assert expected[0] == "step-000000008"
     state = expected[2][BUFFERS[name]]
@@ -43,18 +47,17 @@ def test_resume_mid_epoch_restores_the_per_image_state_bit_for_bit(tiny_dataset,
 
 
 def test_tables_in_files_resume_to_the_state_of_an_uninterrupted_run_in_memory(tiny_dataset, tmp_path):
-    # train.row_state_dir: em_apl (float and bool tables, labelled before step 5) stopped at step 6 and resumed, its
-    # tables mapped from files; the checkpoint holds their contents, not the files (none is left). role and ll_cp
-    # in files: test_baselines_ranks.py
+    # train.row_state_dir: em_apl (float and bool tables, labelled before step 5) resumed from the step-6
+    # checkpoint of a run in memory, its tables now mapped from files, and checkpointed from them; the checkpoint
+    # holds their contents, not the files (none is left). role and ll_cp in files: test_baselines_ranks.py
     settings = ["method.name=em_apl"]
     tables = tmp_path / "tables"
-    straight = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "straight", *settings))
+    straight = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "straight", *settings, *EVERY_TWO_STEPS))
     assert straight.returncode == 0, straight.stderr[-3000:]
-    for stop_or_resume in ("train.max_steps=6", "train.resume=auto"):
-        result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "broken", *settings, stop_or_resume,
-                                               f"train.row_state_dir={tables}"))
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert list(tables.iterdir()) == []
+    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "broken", *settings, resume_at_step_6(tmp_path),
+                                           f"train.row_state_dir={tables}"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(tables.iterdir()) == []
     expected = final_state(tmp_path / "straight")
     assert expected[2]["labelled_epoch"] == 1 and 0 < expected[2]["pseudo_negative"].sum() < 32 * 4
     assert_same_state(final_state(tmp_path / "broken"), expected)

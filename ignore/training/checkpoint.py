@@ -14,7 +14,7 @@ from ..config import save_config
 from ..errors import SPMLError
 from ..files import whole_or_nothing
 from ..losses.row_state import is_mapped
-from ..models.export import write_export
+from ..models.export import read_info, write_export
 from .resume_settings import CHECKPOINT_CONFIG
 
 CHECKPOINTS = "checkpoints"
@@ -179,6 +179,27 @@ def require_same_weights(path, network):
         raise SPMLError(f"train.resume: checkpoint {path} holds the weights of another model (missing "
                         f"{sorted(own - saved)[:3]}, unexpected {sorted(saved - own)[:3]}); resume with the "
                         "model settings and trainer version that wrote it, or start afresh")
+
+
+def adopt_best_export(accelerator, resume_from, output_dir, progress, say):
+    """A checkpoint of another run folder, resumed here: the best epoch so far is exported over there. Its run's
+    export is copied here when it still holds that epoch; where the run has since exported a later epoch (or
+    none is left), the best epoch is chosen again among the epochs from here, and the run says so."""
+    target, source = Path(output_dir) / EXPORT, Path(resume_from).parent.parent / EXPORT
+    if progress.best_epoch < 0 or target.is_dir() or source.resolve() == target.resolve():
+        return  # nothing exported yet, or its own folder's export (test() settles a swap a kill left half done)
+    if (source / "config.json").is_file() and read_info(source).get("epoch") == progress.best_epoch:
+        if accelerator.is_main_process:
+            copying = target.with_name(target.name + ".copying")
+            shutil.rmtree(copying, ignore_errors=True)
+            shutil.copytree(source, copying)
+            os.replace(copying, target)
+        accelerator.wait_for_everyone()
+        say(f"the best epoch so far ({progress.best_epoch}): its export copied from {source}")
+        return
+    say(f"the best epoch so far ({progress.best_epoch}, val mAP {progress.best_val_map:.2f}) has no export beside "
+        f"{resume_from} any more; the best epoch is chosen among the epochs from here")
+    progress.best_epoch, progress.best_val_map = -1, -1.0
 
 
 def export_model(accelerator, model, export_info, output_dir):

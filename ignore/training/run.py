@@ -19,7 +19,8 @@ from ..losses.registry import build_method
 from ..losses.teacher import TrainingImages
 from ..models.build import build_model, model_settings
 from ..models.sync_batchnorm import synchronise_batchnorm
-from .checkpoint import Progress, checkpoint_dir, load_checkpoint, network, require_same_weights, resolve_resume
+from .checkpoint import (Progress, adopt_best_export, checkpoint_dir, load_checkpoint, network, require_same_weights,
+                         resolve_resume)
 from .console import run_log, say
 from .cpu_threads import use_all_cores_if_launcher_chose_one
 from .loop import Run, fit, test
@@ -98,6 +99,7 @@ def train_in_own_folder(config, argv, accelerator):
         require_same_global_batch(resume_from, run.progress.global_batch, global_batch)
         require_same_stream(resume_from, run.progress.stream, stream, run.progress.step_in_epoch)
         say(f"resumed from {resume_from}: epoch {run.progress.epoch}, step {run.progress.global_step}")
+        adopt_best_export(accelerator, resume_from, output_dir, run.progress, say)
     run.progress.stream = stream
     if accelerator.is_main_process:
         save_config(config, output_dir / "config.yaml")
