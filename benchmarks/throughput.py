@@ -98,6 +98,8 @@ def print_table(args, results):
           "   (above the model and optimiser state)")
     loader, step = results["ours", "loader"]["images_per_s"], results["ours", "step"]["images_per_s"]
     print(f"ours: loader / step images/s = {loader / step:.2f}")
+    print("end to end, time spent waiting for the next batch: " + ", ".join(
+        f"{variant} {100 * results[variant, 'end_to_end']['batch_wait_share']:.1f}%" for variant in VARIANTS))
     streamed = results["streamed", "loader"]["images_per_s"]
     print(f"ours streamed from {args.shards} Parquet shards: loader {streamed:.1f} images/s, "
           f"{streamed / loader:.2f}x the in-memory loader")
@@ -133,20 +135,24 @@ def measure(args, variant, phase):
         batch = to_device(next(iter(loader)), accelerator.device)
         batches = (batch for _ in range(args.warmup + args.steps + 1))
     else:
-        batches = (to_device(batch, accelerator.device) for batch in loader)
+        batches = (to_device(batch, accelerator.device) for batch in loader)  # one epoch: enough for --steps
     steps = 2 if phase == "memory" else args.steps
     started = memory = None
-    for index, batch in enumerate(batches):
+    waited = 0.0  # timed seconds spent waiting for the next batch
+    for index in range(args.warmup + steps):
         if index == args.warmup:  # optimiser state exists now: the peak above this is the step's own
             synchronise(accelerator.device)
             memory = PeakMemory(accelerator.device)
             started = time.perf_counter()
-        if index == args.warmup + steps:
-            break
+        asked = time.perf_counter()
+        batch = next(batches)
+        if started is not None:
+            waited += time.perf_counter() - asked
         step(model, optimizer, batch)
     synchronise(accelerator.device)
-    return {"images_per_s": steps * args.batch_size / (time.perf_counter() - started),
-            "peak_mb": memory.peak_mb()}
+    elapsed = time.perf_counter() - started
+    return {"images_per_s": steps * args.batch_size / elapsed, "peak_mb": memory.peak_mb(),
+            "batch_wait_share": waited / elapsed}
 
 
 def make_loader(args, variant, data, accelerator):

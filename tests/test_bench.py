@@ -32,6 +32,8 @@ def test_every_phase_of_both_variants_measures_and_the_table_prints(tiny_dataset
     for row in ("loader images/s", "step images/s", "end_to_end images/s", "step peak memory MB"):
         assert re.search(rf"^{row} +[\d.]+ +[\d.]+ +[\d.]+x", table, re.M), row
     assert re.search(r"^ours: loader / step images/s = [\d.]+$", table, re.M)
+    assert re.search(r"^end to end, time spent waiting for the next batch: reference [\d.]+%, ours [\d.]+%$", table, re.M)
+    assert all(0 <= results[variant, "end_to_end"]["batch_wait_share"] < 1 for variant in bench.VARIANTS)
     assert re.search(r"^ours streamed from 2 Parquet shards: loader [\d.]+ images/s, [\d.]+x the in-memory loader$",
                      table, re.M)
 
