@@ -20,10 +20,11 @@ from test_rejection_controls import loss_without
 COEFFICIENTS = [-3.25, 1.0, 1.0, 1.0]
 
 
-def calibrated_method(reject_probability=0.5, fitted=True):
+def calibrated_method(reject_probability=0.5, fitted=True, budget=1.0):
     method = make_method(rule="calibrated", reject_probability=reject_probability)
     method.calibration.coefficients.copy_(torch.tensor(COEFFICIENTS))
     method.calibration.fitted.fill_(fitted)
+    method.calibration.budget.fill_(budget)
     return method
 
 
@@ -39,6 +40,18 @@ def test_the_step_rejects_the_unannotated_labels_above_the_probability(reject_pr
     assert int(output.counts["rejected_true_fn"]) == int((0, 1) in rejected)
     assert torch.allclose(output.fn_scores["scores"]["calibrated"],
                           torch.tensor([[-1.75, -0.75, 4.25], [1.75, -1.25, 0.75]]))
+
+
+@pytest.mark.parametrize("budget, rejected", [
+    (0.5, {(0, 2), (1, 0)}),  # 2 of the 4 unannotated labels: the two highest of the three suspects
+    (0.25, {(0, 2)}),  # 1 of 4: the highest, 4.25
+    (0.2, set()),  # 0.8 of a label: none
+])
+def test_a_batch_rejects_at_most_the_budget_share_of_its_unannotated_labels_highest_first(budget, rejected):
+    # probability 0.3: the suspects are (0, 1) -0.75, (0, 2) 4.25, (1, 0) 1.75
+    output = calibrated_method(0.3, budget=budget).step(ImageIsCAM(), batch(), epoch=1)
+    assert output.parts["loss_ign"].item() == pytest.approx(loss_without(rejected), rel=1e-6)
+    assert int(output.counts["rejected"]) == len(rejected)
 
 
 def test_nothing_is_rejected_before_the_first_fit_nor_in_the_warm_up():
@@ -70,6 +83,7 @@ def test_calibrate_fits_the_unannotated_validation_labels_scored_as_in_training(
     rejected = log_odds > 0
     assert summary["calibration_entries"] == 4 and summary["calibration_fn_share"] == 0.25
     assert summary["calibration_rejected_fraction"] == rejected.double().mean().item()
+    assert method.calibration.budget.item() == pytest.approx(rejected.double().mean().item())  # the next epochs' cap
     assert [summary[f"calibration_{name}"] for name in ("bias", "drop", "logit", "outside_peak")] == expected.tolist()
     if rejected.any():
         assert summary["calibration_estimated_precision"] == pytest.approx(torch.sigmoid(log_odds[rejected]).mean())
@@ -90,6 +104,6 @@ def test_validation_labels_without_a_false_negative_reject_nothing_and_say_so(ca
     with caplog.at_level("INFO", logger="ignore.run"):
         summary = method.calibrate(ImageIsCAM(), val_batches)
     assert summary == {"calibration_entries": 4, "calibration_fn_share": 0.0, "calibration_rejected_fraction": 0.0}
-    assert not bool(method.calibration.fitted)
+    assert not bool(method.calibration.fitted) and method.calibration.budget.item() == 0
     assert int(method.step(ImageIsCAM(), batch(), epoch=1).counts["rejected"]) == 0
     assert "rejects nothing" in caplog.text and "method.rule=ema" in caplog.text

@@ -95,6 +95,7 @@ class Ignore(Method):
         if config.rule == "calibrated":
             scores["calibrated"] = self.calibration.log_odds(scores)
             suspect = self.calibration.suspects(scores["calibrated"]) & unknown
+            suspect = self.calibration.within_budget(scores["calibrated"], suspect, unknown, self.accelerator)
         else:
             suspect = (rule_gap > self.thresholds.gap()) & unknown
             if config.lat:
