@@ -47,11 +47,20 @@ def test_the_step_rejects_the_unannotated_labels_above_the_probability(reject_pr
     (0.25, {(0, 2)}),  # 1 of 4: the highest, 4.25
     (0.2, set()),  # 0.8 of a label: none
 ])
-def test_a_batch_rejects_at_most_the_budget_share_of_its_unannotated_labels_highest_first(budget, rejected):
+def test_a_first_batch_rejects_at_most_the_budget_share_of_its_unannotated_labels_highest_first(budget, rejected):
     # probability 0.3: the suspects are (0, 1) -0.75, (0, 2) 4.25, (1, 0) 1.75
     output = calibrated_method(0.3, budget=budget).step(ImageIsCAM(), batch(), epoch=1)
     assert output.parts["loss_ign"].item() == pytest.approx(loss_without(rejected), rel=1e-6)
     assert int(output.counts["rejected"]) == len(rejected)
+
+
+def test_what_a_batch_leaves_of_the_budget_the_next_batches_may_use():
+    method = calibrated_method(0.3, budget=0.2)  # 0.8 of a label a batch
+    steps = [method.step(ImageIsCAM(), batch(), epoch=1) for _ in range(3)]
+    # allowance 0.8: none; 1.6: the highest, 4.25, leaving 0.6; 1.4: the highest again, leaving 0.4
+    assert [int(output.counts["rejected"]) for output in steps] == [0, 1, 1]
+    assert steps[1].parts["loss_ign"].item() == pytest.approx(loss_without({(0, 2)}), rel=1e-6)
+    assert method.calibration.allowance.item() == pytest.approx(0.4)
 
 
 def test_nothing_is_rejected_before_the_first_fit_nor_in_the_warm_up():
@@ -71,6 +80,7 @@ def test_the_logistic_fit_is_scikit_learns(seed):
 
 def test_calibrate_fits_the_unannotated_validation_labels_scored_as_in_training():
     method = make_method(rule="calibrated")
+    method.calibration.allowance.fill_(2.5)
     val_batches = [{"image": IMAGES.clone(), "observed": OBSERVED, "labels": LABELS}]
     summary = method.calibrate(ImageIsCAM(), val_batches)
     # the four unannotated entries: (drop, logit, outside peak, false negative)
@@ -84,6 +94,7 @@ def test_calibrate_fits_the_unannotated_validation_labels_scored_as_in_training(
     assert summary["calibration_entries"] == 4 and summary["calibration_fn_share"] == 0.25
     assert summary["calibration_rejected_fraction"] == rejected.double().mean().item()
     assert method.calibration.budget.item() == pytest.approx(rejected.double().mean().item())  # the next epochs' cap
+    assert method.calibration.allowance.item() == 0  # reset, whatever the epoch before left
     assert [summary[f"calibration_{name}"] for name in ("bias", "drop", "logit", "outside_peak")] == expected.tolist()
     if rejected.any():
         assert summary["calibration_estimated_precision"] == pytest.approx(torch.sigmoid(log_odds[rejected]).mean())

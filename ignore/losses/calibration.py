@@ -8,7 +8,7 @@ P(false negative | drop, logit, outside peak) is fitted on three scores of each 
 z_w - z_m of its logit once the image is masked to the observed positive's region (IGNORE's
 gap), the weak logit z_w, and its peak CAM value outside that region. The step then rejects an
 unannotated label when that probability exceeds method.reject_probability, and never more
-of a global batch's unannotated labels than the share the fitted rule rejects on the validation
+of the epoch's unannotated labels so far than the share the fitted rule rejects on the validation
 split (the highest probabilities first). The training images are not the validation images: the
 model has fitted their assumed negatives, and a rejected label's logit is no longer pushed down,
 so it scores higher at the next step. Without that budget, from scratch on the dense demo, an
@@ -60,7 +60,10 @@ class RejectionCalibration(nn.Module):
         self.boundary = math.log(reject_probability / (1 - reject_probability))  # on the log-odds
         self.register_buffer("coefficients", torch.zeros(1 + len(FEATURES)))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
-        self.register_buffer("budget", torch.zeros(()))  # the share of unannotated labels a batch may reject
+        self.register_buffer("budget", torch.zeros(()))  # the share of the unannotated labels an epoch may reject
+        # labels the epoch may still reject: the budget share of the unannotated labels seen since the
+        # fit, less those rejected (float64: exact over an epoch of millions of labels)
+        self.register_buffer("allowance", torch.zeros((), dtype=torch.float64))
 
     def log_odds(self, scores):
         """log P(false negative) / P(not); scores: {name in FEATURES: tensor}, all of one shape."""
@@ -73,15 +76,21 @@ class RejectionCalibration(nn.Module):
         return (log_odds > self.boundary) & self.fitted
 
     def within_budget(self, log_odds, suspect, unknown, accelerator):
-        """`suspect` cut to the `budget` share of the global batch's unannotated labels, the highest
-        log-odds first (all that tie with the last one kept): every process gathers the same
-        candidates, so the cut is the same as one process with the global batch would make."""
+        """`suspect` cut to what the epoch may still reject: the `budget` share of the unannotated labels
+        of its global batches so far, less those already rejected, the highest log-odds first (all that
+        tie with the last one kept). A batch may use what earlier batches left, so a budget below one
+        label a batch still rejects its share over the epoch, and a batch that holds more false
+        negatives than the average is not cut to the average. Every process gathers the same
+        candidates and counts, so the cut is the one a single process with the global batch makes."""
+        self.allowance += self.budget.double() * accelerator.reduce(unknown.sum(), reduction="sum")
         candidates = accelerator.pad_across_processes(torch.where(suspect, log_odds, float("-inf")).flatten(),
                                                       pad_index=float("-inf"))
         ranked = accelerator.gather(candidates).sort(descending=True).values
-        allowed = (self.budget * accelerator.reduce(unknown.sum(), reduction="sum")).floor().long()
+        allowed = self.allowance.floor().long()
         last = ranked[(allowed - 1).clamp(0, len(ranked) - 1)]
-        return suspect & (allowed > 0) & (log_odds >= last)
+        kept = suspect & (allowed > 0) & (log_odds >= last)
+        self.allowance -= accelerator.reduce(kept.sum(), reduction="sum")
+        return kept
 
     @torch.no_grad()
     def fit(self, scores, is_false_negative):
@@ -96,6 +105,7 @@ class RejectionCalibration(nn.Module):
             # (a dataset without clean labels) say nothing about false negatives, so nothing is rejected.
             self.fitted.fill_(False)
             self.budget.fill_(0.0)
+            self.allowance.zero_()
             LOGGER.info("warning: method.rule=calibrated: no unannotated label of the validation split is positive "
                         "(are its labels only the single positives?), so the rule rejects nothing; "
                         "method.rule=ema needs no clean labels")
@@ -108,6 +118,7 @@ class RejectionCalibration(nn.Module):
         rejected = log_odds > self.boundary
         count, true_count = int(rejected.sum()), int(targets[rejected].sum())
         self.budget.fill_(count / len(targets))
+        self.allowance.zero_()  # the next epoch starts its own account
         return {
             "calibration_entries": len(targets),
             "calibration_fn_share": float(targets.mean()),
