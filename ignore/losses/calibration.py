@@ -88,9 +88,9 @@ class RejectionCalibration(nn.Module):
         ranked = accelerator.gather(candidates).sort(descending=True).values
         allowed = self.allowance.floor().long()
         last = ranked[(allowed - 1).clamp(0, len(ranked) - 1)]
-        kept = suspect & (allowed > 0) & (log_odds >= last)
-        self.allowance -= accelerator.reduce(kept.sum(), reduction="sum")
-        return kept
+        # what the global batch rejects, counted in the gathered candidates (no second reduce)
+        self.allowance -= ((ranked > float("-inf")) & (ranked >= last)).sum() * (allowed > 0)
+        return suspect & (allowed > 0) & (log_odds >= last)
 
     @torch.no_grad()
     def fit(self, scores, is_false_negative):
