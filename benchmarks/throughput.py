@@ -3,12 +3,15 @@
     python benchmarks/throughput.py [--backbone resnet18] [--image-size 224] [--batch-size 16] [--steps 12] [--data DIR]
                                     [--shards 8]
 
-Same model, image size, batch and data (the demo dataset, or --data) for both. Each figure
-is measured in a fresh process, so peak memory is that phase's own:
+Same model, image size, batch and data (the demo dataset, or --data) for both. Each phase
+runs in a fresh process, so peak memory is that phase's own:
   loader      decode + views with the configured workers, no model; ours also streamed from
               the train split written into --shards Parquet shards (data.train_shards)
-  step        a fixed batch already on the device: forward, backward, optimiser
-  end_to_end  the loader feeding the steps
+  training    step: a fixed batch already on the device (forward, backward, optimiser), and
+              end to end: the loader feeding the same steps; timed in alternating blocks of
+              --block steps in one process, with the loader's workers idle before each step
+              block, so a drifting shared host moves both figures alike and end to end / step
+              is the pipeline's own cost
   memory      peak memory of two steps above the model and optimiser state
 Ours runs with its defaults (channels_last, masked pass without autograd, one decode per
 image, persistent workers; bf16 autocast on a GPU unless --fp32). Runs as is on CPU or CUDA.
@@ -41,7 +44,9 @@ from ignore.training.optim import build_optimizer
 from ignore.training.precision import resolve_mixed_precision
 from reference_recipe import ReferenceDataset, ReferenceStep
 
-PHASES = ("loader", "step", "end_to_end")
+PHASES = ("loader", "step", "end_to_end")  # the rows of the table
+CHILD_PHASES = ("loader", "training", "memory")  # one fresh process each
+SETTLE_S = 2.0  # untimed, before each step block: the workers fill their prefetch queue and go idle
 VARIANTS = ("reference", "ours")
 
 
@@ -53,6 +58,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=12, help="timed steps (or batches) per phase")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--block", type=int, default=3, help="steps a block; step and end-to-end blocks alternate")
     parser.add_argument("--workers", type=int, default=Config().data.num_workers)
     parser.add_argument("--batched-views", action="store_true", help="ours: weak and strong in one forward")
     parser.add_argument("--fp32", action="store_true", help="ours: no bf16 autocast on a GPU")
@@ -75,10 +81,11 @@ def main(argv=None):
         print(f"train split written into {args.shards} shards in {time.perf_counter() - started:.1f} s", flush=True)
         forwarded = list(argv if argv is not None else sys.argv[1:]) + ["--shard-folder", str(Path(folder) / "shards")]
         results = {}
-        for phase in PHASES + ("memory",):
+        for phase in CHILD_PHASES:
             for variant in VARIANTS + (("streamed",) if phase == "loader" else ()):
-                results[variant, phase] = run_child(forwarded, variant, phase)
-                print(f"{phase:<11} {variant:<9} {results[variant, phase]}", flush=True)
+                measured = run_child(forwarded, variant, phase)
+                print(f"{phase:<11} {variant:<9} {measured}", flush=True)
+                results.update({(variant, name): value for name, value in measured.items()})
     print()
     print_table(args, results)
 
@@ -100,13 +107,16 @@ def print_table(args, results):
     print(f"ours: loader / step images/s = {loader / step:.2f}")
     print("end to end, time spent waiting for the next batch: " + ", ".join(
         f"{variant} {100 * results[variant, 'end_to_end']['batch_wait_share']:.1f}%" for variant in VARIANTS))
+    print("end to end / step, the pipeline's cost measured side by side in one process: " + ", ".join(
+        f"{variant} {results[variant, 'end_to_end']['images_per_s'] / results[variant, 'step']['images_per_s']:.3f}"
+        for variant in VARIANTS))
     streamed = results["streamed", "loader"]["images_per_s"]
     print(f"ours streamed from {args.shards} Parquet shards: loader {streamed:.1f} images/s, "
           f"{streamed / loader:.2f}x the in-memory loader")
 
 
 def run_child(forwarded, variant, phase):
-    """One measurement in a fresh process. The memory phase is the step phase with large blocks
+    """One child phase in a fresh process. The memory phase runs the step with large blocks
     taken straight from mmap, so freed activations leave the resident set at once and the CPU
     peak measures live memory rather than malloc's cache (it slows the step: no timing there)."""
     environment = dict(os.environ)
@@ -118,41 +128,60 @@ def run_child(forwarded, variant, phase):
 
 
 def measure(args, variant, phase):
-    """One phase of one variant in this process: {"images_per_s", "peak_mb"}."""
+    """One child phase of one variant in this process: {row: {"images_per_s", "peak_mb"[, "batch_wait_share"]}}
+    for the rows it measures ("loader"; "step" and "end_to_end"; "memory")."""
     precision = resolve_mixed_precision("no" if variant == "reference" or args.fp32 else "auto")
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
     torch.manual_seed(0)
     data = load_dataset(args.data or ensure_demo_dataset())
     loader = make_loader(args, variant, data, accelerator)
     if phase == "loader":
-        return time_loader(loader, args)
+        return {"loader": time_loader(loader, args)}
     model, optimizer, step = make_training(args, variant, len(data.class_names), accelerator)
     if variant == "ours":
         model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     else:
         model = model.to(accelerator.device)
-    if phase in ("step", "memory"):
-        batch = to_device(next(iter(loader)), accelerator.device)
-        batches = (batch for _ in range(args.warmup + args.steps + 1))
-    else:
-        batches = (to_device(batch, accelerator.device) for batch in loader)  # one epoch: enough for --steps
-    steps = 2 if phase == "memory" else args.steps
-    started = memory = None
+    batches = (to_device(batch, accelerator.device) for batch in loader)  # one epoch: enough for the steps
+    fixed = next(batches)
+    for _ in range(args.warmup):  # optimiser state exists after these: the peak above it is the step's own
+        step(model, optimizer, fixed)
+    if phase == "memory":
+        synchronise(accelerator.device)
+        memory = PeakMemory(accelerator.device)
+        for _ in range(2):
+            step(model, optimizer, fixed)
+        synchronise(accelerator.device)
+        return {"memory": {"images_per_s": 0.0, "peak_mb": memory.peak_mb()}}
+    step(model, optimizer, next(batches))  # untimed: the loader's first batch after the warm-up
+    seconds = {"step": 0.0, "end_to_end": 0.0}
     waited = 0.0  # timed seconds spent waiting for the next batch
-    for index in range(args.warmup + steps):
-        if index == args.warmup:  # optimiser state exists now: the peak above this is the step's own
-            synchronise(accelerator.device)
-            memory = PeakMemory(accelerator.device)
-            started = time.perf_counter()
+    done = 0
+    while done < args.steps:
+        block = min(args.block, args.steps - done)
+        time.sleep(SETTLE_S)
+        seconds["step"] += timed_steps(block, lambda: fixed, model, optimizer, step, accelerator.device)[0]
+        elapsed, waiting = timed_steps(block, lambda: next(batches), model, optimizer, step, accelerator.device)
+        seconds["end_to_end"] += elapsed
+        waited += waiting
+        done += block
+    rates = {row: {"images_per_s": args.steps * args.batch_size / value, "peak_mb": 0.0}
+             for row, value in seconds.items()}
+    rates["end_to_end"]["batch_wait_share"] = waited / seconds["end_to_end"]
+    return rates
+
+
+def timed_steps(count, next_batch, model, optimizer, step, device):
+    """(seconds for `count` steps, seconds of it spent in next_batch())."""
+    synchronise(device)
+    started, waited = time.perf_counter(), 0.0
+    for _ in range(count):
         asked = time.perf_counter()
-        batch = next(batches)
-        if started is not None:
-            waited += time.perf_counter() - asked
+        batch = next_batch()
+        waited += time.perf_counter() - asked
         step(model, optimizer, batch)
-    synchronise(accelerator.device)
-    elapsed = time.perf_counter() - started
-    return {"images_per_s": steps * args.batch_size / elapsed, "peak_mb": memory.peak_mb(),
-            "batch_wait_share": waited / elapsed}
+    synchronise(device)
+    return time.perf_counter() - started, waited
 
 
 def make_loader(args, variant, data, accelerator):

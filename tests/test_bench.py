@@ -16,15 +16,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import throughput as bench  # noqa: E402
 
 
-def test_every_phase_of_both_variants_measures_and_the_table_prints(tiny_dataset, tmp_path, capsys):
+def test_every_phase_of_both_variants_measures_and_the_table_prints(tiny_dataset, tmp_path, capsys, monkeypatch):
     write_shards(load_dataset(tiny_dataset), tmp_path / "shards", 2)
     args = bench.parse_args(["--data", str(tiny_dataset), "--backbone", "small_cnn", "--image-size", "32",
-                             "--batch-size", "4", "--steps", "2", "--warmup", "1", "--workers", "0", "--shards", "2",
-                             "--shard-folder", str(tmp_path / "shards")])
-    results = {(variant, phase): bench.measure(args, variant, phase)
-               for phase in bench.PHASES + ("memory",) for variant in bench.VARIANTS}
-    results["streamed", "loader"] = bench.measure(args, "streamed", "loader")
-    assert all(result["images_per_s"] > 0 for result in results.values())
+                             "--batch-size", "4", "--steps", "3", "--block", "2", "--warmup", "1", "--workers", "0",
+                             "--shards", "2", "--shard-folder", str(tmp_path / "shards")])
+    monkeypatch.setattr(bench, "SETTLE_S", 0.0)
+    results = {}
+    for phase in bench.CHILD_PHASES:
+        for variant in bench.VARIANTS + (("streamed",) if phase == "loader" else ()):
+            results.update({(variant, row): value for row, value in bench.measure(args, variant, phase).items()})
+    assert set(results) == {(variant, row) for variant in bench.VARIANTS for row in bench.PHASES + ("memory",)} | {
+        ("streamed", "loader")}
+    assert all(result["images_per_s"] > 0 for (_, row), result in results.items() if row != "memory")
     assert results["ours", "memory"]["peak_mb"] >= 0 and results["reference", "memory"]["peak_mb"] >= 0
     bench.print_table(args, results)
     table = capsys.readouterr().out
@@ -32,8 +36,11 @@ def test_every_phase_of_both_variants_measures_and_the_table_prints(tiny_dataset
     for row in ("loader images/s", "step images/s", "end_to_end images/s", "step peak memory MB"):
         assert re.search(rf"^{row} +[\d.]+ +[\d.]+ +[\d.]+x", table, re.M), row
     assert re.search(r"^ours: loader / step images/s = [\d.]+$", table, re.M)
-    assert re.search(r"^end to end, time spent waiting for the next batch: reference [\d.]+%, ours [\d.]+%$", table, re.M)
+    assert re.search(r"^end to end, time spent waiting for the next batch: reference [\d.]+%, ours [\d.]+%$",
+                     table, re.M)
     assert all(0 <= results[variant, "end_to_end"]["batch_wait_share"] < 1 for variant in bench.VARIANTS)
+    assert re.search(r"^end to end / step, the pipeline's cost measured side by side in one process: "
+                     r"reference [\d.]+, ours [\d.]+$", table, re.M)
     assert re.search(r"^ours streamed from 2 Parquet shards: loader [\d.]+ images/s, [\d.]+x the in-memory loader$",
                      table, re.M)
 
