@@ -81,11 +81,11 @@ def test_draw_canvas_matches_its_record(pools):
 def test_label_matrix_is_what_draw_canvas_drew(pools):
     canvases = demo.generate_canvases(4, 30, 10)
     for phase, rng in zip(("train", "test"), np.random.default_rng(4).spawn(2)):
-        images, label_matrix, boxes = canvases[phase]
+        images, label_matrix, boxes, drawn_labels = canvases[phase]
         for row in range(len(images)):
             image, labels, canvas_boxes = demo.draw_canvas(rng, pools[phase])
             assert np.flatnonzero(label_matrix[row]).tolist() == sorted(labels)
-            assert boxes[row] == canvas_boxes
+            assert boxes[row] == canvas_boxes and drawn_labels[row] == labels
             np.testing.assert_array_equal(images[row], image)
 
 
@@ -109,7 +109,7 @@ def test_dataset_holds_the_drawn_canvases_and_the_protocol(built):
     seen_train_rows = []
     for name, split in dataset.splits.items():
         phase = "test" if name == "test" else "train"
-        images, label_matrix, _ = canvases[phase]
+        images, label_matrix, *_ = canvases[phase]
         for row in split:
             assert row["image"].startswith(f"{phase}/")
             index = int(Path(row["image"]).stem)

@@ -137,7 +137,8 @@ def draw_canvas(rng, digits_pool, layout=LAYOUTS["dense"]):
 
 
 def generate_canvases(seed, num_train, num_test, layout="dense"):
-    """{"train": (images (N, 64, 64, 3), label matrix (N, C), boxes), "test": ...} of a layout (its name).
+    """{"train": (images (N, 64, 64, 3), label matrix (N, C), boxes, labels), "test": ...} of a layout (its name);
+    boxes[row][i] is the box of the digit of class labels[row][i].
 
     The train and test phases draw from independent child generators of
     default_rng(seed), so the test canvases do not depend on num_train.
@@ -148,12 +149,13 @@ def generate_canvases(seed, num_train, num_test, layout="dense"):
     for phase, count in (("train", num_train), ("test", num_test)):
         images = np.empty((count, CANVAS_SIZE, CANVAS_SIZE, 3), dtype=np.uint8)
         label_matrix = np.zeros((count, len(layout.class_names)), dtype=np.uint8)
-        all_boxes = []
+        all_boxes, all_labels = [], []
         for row in range(count):
             images[row], labels, boxes = draw_canvas(rngs[phase], pools[phase], layout)
             label_matrix[row, labels] = 1
             all_boxes.append(boxes)
-        canvases[phase] = (images, label_matrix, all_boxes)
+            all_labels.append(labels)
+        canvases[phase] = (images, label_matrix, all_boxes, all_labels)
     return canvases
 
 
@@ -170,7 +172,7 @@ def build_demo_dataset(out_dir, seed, num_train, num_test, layout="dense"):
     out_dir = Path(out_dir)
     canvases = generate_canvases(seed, num_train, num_test, layout)
     paths = {}
-    for phase, (images, _, _) in canvases.items():
+    for phase, (images, *_) in canvases.items():
         (out_dir / IMAGE_ROOT / phase).mkdir(parents=True, exist_ok=True)
         paths[phase] = [f"{phase}/{row:06d}.png" for row in range(len(images))]
         for relative_path, image in zip(paths[phase], images):
