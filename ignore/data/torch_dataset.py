@@ -4,6 +4,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from datasets import Value
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import SPMLError
@@ -56,7 +57,7 @@ class SPMLImageDataset(Dataset):
     def __init__(self, split, image_root, views, bad_images="error", seed=0):
         if bad_images not in BAD_IMAGE_POLICIES:
             raise SPMLError(f"data.bad_images must be one of {BAD_IMAGE_POLICIES}, got '{bad_images}'")
-        self.images = split["image"]
+        self.images = image_entries(split)
         self.labels = torch.from_numpy(np.asarray(split["labels"], dtype=np.float32))
         self.observed = torch.from_numpy(np.asarray(split["observed"], dtype=np.float32))
         self.verified = (torch.from_numpy(np.asarray(split["verified"], dtype=np.float32))
@@ -82,12 +83,42 @@ class SPMLImageDataset(Dataset):
                             labels=self.labels[index], observed=self.observed[index], index=index, **verified)
 
 
+def image_entries(split):
+    """The split's image column, read one entry at a time as open_rgb takes it. Paths are read from the Arrow
+    column itself, about 1 us an entry where the datasets Column takes over 100 us; embedded images (a dict of
+    bytes and path each) stay with datasets, which reads only the asked row's bytes."""
+    if split.features["image"] == Value("string"):
+        return PathColumn(split.with_format("arrow")["image"])
+    return split["image"]
+
+
+class PathColumn:
+    """Entries of an Arrow string column as Python strings: Arrow buffers, shared by forked loader workers
+    without a copy (a list of str would be copied page by page as reference counts change)."""
+
+    def __init__(self, column):
+        self.column = column
+
+    def __len__(self):
+        return len(self.column)
+
+    def __getitem__(self, index):
+        return self.column[index].as_py()
+
+
 @contextmanager
 def seeded_views(seed, epoch, index):
-    """Inside, the random views are those of (seed, epoch, row); the global RNG stays as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(augmentation_seed(seed, epoch, index))
+    """Inside, the random views are those of (seed, epoch, row); the global CPU RNG stays as it was.
+
+    Only the CPU generator, which the views draw from: torch.manual_seed would also seed every accelerator
+    backend, which costs over 100 us an image."""
+    generator = torch.default_generator
+    state = generator.get_state()
+    generator.manual_seed(augmentation_seed(seed, epoch, index))
+    try:
         yield
+    finally:
+        generator.set_state(state)
 
 
 def decoded_item(image_root, entry, views, bad_images, **fields):
