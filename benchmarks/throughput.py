@@ -10,7 +10,7 @@ runs in a fresh process, so peak memory is that phase's own:
   training    step: a fixed batch already on the device (forward, backward, optimiser), and
               end to end: the loader feeding the same steps; timed in alternating blocks of
               --block steps in one process, with the loader's workers idle before each step
-              block, so a drifting shared host moves both figures alike and end to end / step
+              block (a pause, then one untimed step), so a drifting shared host moves both figures alike and end to end / step
               is the pipeline's own cost
   memory      peak memory of two steps above the model and optimiser state
 Ours runs with its defaults (channels_last, masked pass without autograd, one decode per
@@ -160,6 +160,7 @@ def measure(args, variant, phase):
     while done < args.steps:
         block = min(args.block, args.steps - done)
         time.sleep(SETTLE_S)
+        step(model, optimizer, fixed)  # untimed: the first step after a pause runs on cold caches
         seconds["step"] += timed_steps(block, lambda: fixed, model, optimizer, step, accelerator.device)[0]
         elapsed, waiting = timed_steps(block, lambda: next(batches), model, optimizer, step, accelerator.device)
         seconds["end_to_end"] += elapsed
