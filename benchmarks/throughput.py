@@ -10,8 +10,8 @@ runs in a fresh process, so peak memory is that phase's own:
   training    step: a fixed batch already on the device (forward, backward, optimiser), and
               end to end: the loader feeding the same steps; timed in alternating blocks of
               --block steps in one process, with the loader's workers idle before each step
-              block (a pause, then one untimed step), so a drifting shared host moves both figures alike and end to end / step
-              is the pipeline's own cost
+              block (a pause, then one untimed step), so a drifting shared host moves both
+              figures alike and end to end / step is the pipeline's own cost
   memory      peak memory of two steps above the model and optimiser state
 Ours runs with its defaults (channels_last, masked pass without autograd, one decode per
 image, persistent workers; bf16 autocast on a GPU unless --fp32). Runs as is on CPU or CUDA.
