@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ignore.config import load_config
-from ignore.data.demo import CANVAS_SIZE, ensure_demo_dataset, generate_canvases
+from ignore.data.demo import CANVAS_SIZE, canvas_path, ensure_demo_dataset, generate_canvases
 from ignore.data.format import load_dataset
 from ignore.data.torch_dataset import SPMLImageDataset, collate_skipping
 from ignore.data.views import eval_view
@@ -37,7 +37,7 @@ def test_objects(dataset):
     _, label_matrix, boxes, labels = generate_canvases(protocol["demo_seed"], protocol["num_train"],
                                                        protocol["num_test"], protocol["demo_layout"])["test"]
     test = dataset.splits["test"]
-    if list(test["image"]) != [f"test/{row:06d}.png" for row in range(len(boxes))] or not np.array_equal(
+    if list(test["image"]) != [canvas_path("test", row) for row in range(len(boxes))] or not np.array_equal(
             np.asarray(test["labels"]), label_matrix):
         raise SPMLError(f"{dataset.folder}: its test split is not the demo generator's (rebuild the demo dataset)")
     return [list(zip(row_labels, row_boxes)) for row_labels, row_boxes in zip(labels, boxes)]

@@ -165,6 +165,11 @@ def demo_protocol_keys(seed, num_train, num_test, layout="dense"):
             "num_test": num_test, "canvas_size": CANVAS_SIZE}
 
 
+def canvas_path(phase, row):
+    """Where canvas `row` of a phase ("train" or "test") is written, relative to the image root."""
+    return f"{phase}/{row:06d}.png"
+
+
 def build_demo_dataset(out_dir, seed, num_train, num_test, layout="dense"):
     """Draw the canvases, write the PNGs under out_dir/images and the dataset in our format."""
     from PIL import Image
@@ -174,7 +179,7 @@ def build_demo_dataset(out_dir, seed, num_train, num_test, layout="dense"):
     paths = {}
     for phase, (images, *_) in canvases.items():
         (out_dir / IMAGE_ROOT / phase).mkdir(parents=True, exist_ok=True)
-        paths[phase] = [f"{phase}/{row:06d}.png" for row in range(len(images))]
+        paths[phase] = [canvas_path(phase, row) for row in range(len(images))]
         for relative_path, image in zip(paths[phase], images):
             Image.fromarray(image).save(out_dir / IMAGE_ROOT / relative_path, format="PNG")
     splits, protocol = apply_protocol(paths["train"], canvases["train"][1], paths["test"], canvases["test"][1])
