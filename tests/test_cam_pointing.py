@@ -18,3 +18,11 @@ def test_pointing_and_mass_on_hand_made_maps():
     hits, mass, pairs = cam_pointing.cam_figures(cam, objects)
     assert (hits, pairs) == (2, 3)  # class 1 of image 0 and class 2 of image 1; class 0's box misses (8, 8)
     assert mass == pytest.approx(2 * 16 * 16 / 64 ** 2)  # each 16x16 box holds its share of a constant map
+
+
+def test_a_missing_run_is_one_line_and_exit_code_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cam_pointing.main([str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {tmp_path / 'missing' / 'config.yaml'}: ") and error.count("\n") == 1
