@@ -1,7 +1,7 @@
 """Throughput: the authors' recipe (reference) and our training loop, side by side.
 
-    python benchmarks/throughput.py [--backbone resnet18] [--image-size 224] [--batch-size 16] [--steps 12] [--data DIR]
-                                    [--shards 8]
+    python benchmarks/throughput.py [--backbone resnet18] [--image-size 224] [--batch-size 16] [--steps 6]
+                                    [--repeats 3] [--data DIR] [--shards 8]
 
 Same model, image size, batch and data (the demo dataset, or --data) for both. Each phase
 runs in a fresh process, so peak memory is that phase's own:
@@ -11,7 +11,8 @@ runs in a fresh process, so peak memory is that phase's own:
               end to end: the loader feeding the same steps; timed in alternating blocks of
               --block steps in one process, with the loader's workers idle before each step
               block (a pause, then one untimed step), so a drifting shared host moves both
-              figures alike and end to end / step is the pipeline's own cost
+              figures alike and end to end / step is the pipeline's own cost; --repeats
+              processes per variant, reference and ours alternating, pooled
   memory      peak memory of two steps above the model and optimiser state
 Ours runs with its defaults (channels_last, masked pass without autograd, one decode per
 image, persistent workers; bf16 autocast on a GPU unless --fp32). Runs as is on CPU or CUDA.
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,9 +58,11 @@ def parse_args(argv=None):
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=12, help="timed steps (or batches) per phase")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps (or batches) per phase and process")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--block", type=int, default=3, help="steps a block; step and end-to-end blocks alternate")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="training phase processes per variant, reference and ours alternating")
     parser.add_argument("--workers", type=int, default=Config().data.num_workers)
     parser.add_argument("--batched-views", action="store_true", help="ours: weak and strong in one forward")
     parser.add_argument("--fp32", action="store_true", help="ours: no bf16 autocast on a GPU")
@@ -82,10 +86,15 @@ def main(argv=None):
         forwarded = list(argv if argv is not None else sys.argv[1:]) + ["--shard-folder", str(Path(folder) / "shards")]
         results = {}
         for phase in CHILD_PHASES:
-            for variant in VARIANTS + (("streamed",) if phase == "loader" else ()):
-                measured = run_child(forwarded, variant, phase)
-                print(f"{phase:<11} {variant:<9} {measured}", flush=True)
-                results.update({(variant, name): value for name, value in measured.items()})
+            repeats = args.repeats if phase == "training" else 1
+            measured = {}  # variant: [one child's {row: figures}, ...]
+            for repeat in range(repeats):  # the variants alternate, so a drifting host meets both alike
+                for variant in VARIANTS + (("streamed",) if phase == "loader" else ()):
+                    child = run_child(forwarded, variant, phase)
+                    print(f"{phase:<11} {variant:<9} {summary(child)}", flush=True)
+                    measured.setdefault(variant, []).append(child)
+            for variant, children in measured.items():
+                results.update({(variant, row): value for row, value in pool(children).items()})
     print()
     print_table(args, results)
 
@@ -107,9 +116,16 @@ def print_table(args, results):
     print(f"ours: loader / step images/s = {loader / step:.2f}")
     print("end to end, time spent waiting for the next batch: " + ", ".join(
         f"{variant} {100 * results[variant, 'end_to_end']['batch_wait_share']:.1f}%" for variant in VARIANTS))
+    cost = {variant: results[variant, "end_to_end"]["images_per_s"] / results[variant, "step"]["images_per_s"]
+            for variant in VARIANTS}
     print("end to end / step, the pipeline's cost measured side by side in one process: " + ", ".join(
-        f"{variant} {results[variant, 'end_to_end']['images_per_s'] / results[variant, 'step']['images_per_s']:.3f}"
-        for variant in VARIANTS))
+        f"{variant} {cost[variant]:.3f} (per block pair: median {statistics.median(ratios):.3f}, "
+        f"{min(ratios):.3f}-{max(ratios):.3f} over {len(ratios)})"
+        for variant in VARIANTS for ratios in [results[variant, "end_to_end"]["block_ratios"]]))
+    ratio = {row: results["ours", row]["images_per_s"] / results["reference", row]["images_per_s"]
+             for row in ("step", "end_to_end")}
+    print(f"ours / reference: end to end {ratio['end_to_end']:.2f}x, step {ratio['step']:.2f}x: the pipeline costs "
+          f"ours {'no more' if cost['ours'] >= cost['reference'] else 'more'} than the reference")
     streamed = results["streamed", "loader"]["images_per_s"]
     print(f"ours streamed from {args.shards} Parquet shards: loader {streamed:.1f} images/s, "
           f"{streamed / loader:.2f}x the in-memory loader")
@@ -154,22 +170,50 @@ def measure(args, variant, phase):
         synchronise(accelerator.device)
         return {"memory": {"images_per_s": 0.0, "peak_mb": memory.peak_mb()}}
     step(model, optimizer, next(batches))  # untimed: the loader's first batch after the warm-up
-    seconds = {"step": 0.0, "end_to_end": 0.0}
+    blocks = {"step": [], "end_to_end": []}  # [steps, seconds] per block
     waited = 0.0  # timed seconds spent waiting for the next batch
     done = 0
     while done < args.steps:
         block = min(args.block, args.steps - done)
         time.sleep(SETTLE_S)
         step(model, optimizer, fixed)  # untimed: the first step after a pause runs on cold caches
-        seconds["step"] += timed_steps(block, lambda: fixed, model, optimizer, step, accelerator.device)[0]
+        blocks["step"].append([block, timed_steps(block, lambda: fixed, model, optimizer, step, accelerator.device)[0]])
         elapsed, waiting = timed_steps(block, lambda: next(batches), model, optimizer, step, accelerator.device)
-        seconds["end_to_end"] += elapsed
+        blocks["end_to_end"].append([block, elapsed])
         waited += waiting
         done += block
-    rates = {row: {"images_per_s": args.steps * args.batch_size / value, "peak_mb": 0.0}
-             for row, value in seconds.items()}
-    rates["end_to_end"]["batch_wait_share"] = waited / seconds["end_to_end"]
+    rates = {row: {"images_per_s": rate(row_blocks, args.batch_size), "peak_mb": 0.0, "blocks": row_blocks,
+                   "batch_size": args.batch_size} for row, row_blocks in blocks.items()}
+    rates["end_to_end"]["waited_s"] = waited
     return rates
+
+
+def rate(blocks, batch_size):
+    """Images per second over [steps, seconds] blocks."""
+    return sum(steps for steps, _ in blocks) * batch_size / sum(seconds for _, seconds in blocks)
+
+
+def pool(children):
+    """One variant's rows over its child processes: the training rows' rates over all their blocks, the pipeline's
+    cost per (step block, end-to-end block) pair, the share of end-to-end time spent waiting; other rows as measured
+    (one child)."""
+    if "step" not in children[0]:
+        return children[0]
+    pooled = {row: {"images_per_s": rate([block for child in children for block in child[row]["blocks"]],
+                                         children[0][row]["batch_size"]), "peak_mb": 0.0}
+              for row in ("step", "end_to_end")}
+    pairs = [(step, end_to_end) for child in children
+             for step, end_to_end in zip(child["step"]["blocks"], child["end_to_end"]["blocks"])]
+    pooled["end_to_end"]["block_ratios"] = [step_seconds / seconds for (_, step_seconds), (_, seconds) in pairs]
+    pooled["end_to_end"]["batch_wait_share"] = sum(child["end_to_end"]["waited_s"] for child in children) / sum(
+        seconds for child in children for _, seconds in child["end_to_end"]["blocks"])
+    return pooled
+
+
+def summary(child):
+    """One child's figures for the progress lines: its rates."""
+    return {row: round(figures["images_per_s"], 2) if row != "memory" else round(figures["peak_mb"], 1)
+            for row, figures in child.items()}
 
 
 def timed_steps(count, next_batch, model, optimizer, step, device):

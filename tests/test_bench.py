@@ -25,7 +25,8 @@ def test_every_phase_of_both_variants_measures_and_the_table_prints(tiny_dataset
     results = {}
     for phase in bench.CHILD_PHASES:
         for variant in bench.VARIANTS + (("streamed",) if phase == "loader" else ()):
-            results.update({(variant, row): value for row, value in bench.measure(args, variant, phase).items()})
+            children = [bench.measure(args, variant, phase) for _ in range(2 if phase == "training" else 1)]
+            results.update({(variant, row): value for row, value in bench.pool(children).items()})
     assert set(results) == {(variant, row) for variant in bench.VARIANTS for row in bench.PHASES + ("memory",)} | {
         ("streamed", "loader")}
     assert all(result["images_per_s"] > 0 for (_, row), result in results.items() if row != "memory")
@@ -39,8 +40,12 @@ def test_every_phase_of_both_variants_measures_and_the_table_prints(tiny_dataset
     assert re.search(r"^end to end, time spent waiting for the next batch: reference [\d.]+%, ours [\d.]+%$",
                      table, re.M)
     assert all(0 <= results[variant, "end_to_end"]["batch_wait_share"] < 1 for variant in bench.VARIANTS)
-    assert re.search(r"^end to end / step, the pipeline's cost measured side by side in one process: "
-                     r"reference [\d.]+, ours [\d.]+$", table, re.M)
+    assert all(len(results[variant, "end_to_end"]["block_ratios"]) == 4 for variant in bench.VARIANTS)  # 2 x 2 blocks
+    number = r"[\d.]+ \(per block pair: median [\d.]+, [\d.]+-[\d.]+ over 4\)"
+    assert re.search(rf"^end to end / step, the pipeline's cost measured side by side in one process: "
+                     rf"reference {number}, ours {number}$", table, re.M)
+    assert re.search(r"^ours / reference: end to end [\d.]+x, step [\d.]+x: the pipeline costs ours (no more|more) "
+                     r"than the reference$", table, re.M)
     assert re.search(r"^ours streamed from 2 Parquet shards: loader [\d.]+ images/s, [\d.]+x the in-memory loader$",
                      table, re.M)
 
@@ -50,3 +55,19 @@ def test_a_missing_dataset_is_one_line_and_exit_code_2(tmp_path, capsys):
         bench.main(["--data", str(tmp_path / "missing")])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'missing'}: dataset directory not found\n"
+
+
+def test_pooling_sums_every_block_of_every_process():
+    def child(step_blocks, end_to_end_blocks, waited_s):
+        return {"step": {"images_per_s": 0.0, "peak_mb": 0.0, "blocks": step_blocks, "batch_size": 4},
+                "end_to_end": {"images_per_s": 0.0, "peak_mb": 0.0, "blocks": end_to_end_blocks, "batch_size": 4,
+                               "waited_s": waited_s}}
+
+    pooled = bench.pool([child([[3, 2.0], [1, 1.0]], [[3, 2.5], [1, 1.0]], 0.5),
+                         child([[3, 3.0]], [[3, 4.0]], 0.25)])
+    assert pooled["step"]["images_per_s"] == pytest.approx(7 * 4 / 6.0)
+    assert pooled["end_to_end"]["images_per_s"] == pytest.approx(7 * 4 / 7.5)
+    assert pooled["end_to_end"]["block_ratios"] == pytest.approx([2.0 / 2.5, 1.0, 3.0 / 4.0])
+    assert pooled["end_to_end"]["batch_wait_share"] == pytest.approx(0.75 / 7.5)
+    memory = {"memory": {"images_per_s": 0.0, "peak_mb": 12.0}}
+    assert bench.pool([memory]) == memory
