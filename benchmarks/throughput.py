@@ -7,7 +7,7 @@ Same model, image size, batch and data (the demo dataset, or --data) for both. E
 runs in a fresh process, so peak memory is that phase's own:
   loader      decode + views with the configured workers, no model; ours also streamed from
               the train split written into --shards Parquet shards (data.train_shards)
-  training    step: a fixed batch already on the device (forward, backward, optimiser), and
+  training    step: batches already on the device, a few in turn (forward, backward, optimiser), and
               end to end: the loader feeding the same steps; timed in alternating blocks of
               --block steps in one process, with the loader's workers idle before each step
               block (a pause, then one untimed step), so a drifting shared host moves both
@@ -19,6 +19,7 @@ image, persistent workers; bf16 autocast on a GPU unless --fp32). Runs as is on 
 A benchmark prints figures; it is not a test.
 """
 import argparse
+import itertools
 import json
 import os
 import re
@@ -39,7 +40,7 @@ from ignore.data.format import load_dataset
 from ignore.data.loading import build_loaders
 from ignore.data.shards import open_shards, write_shards
 from ignore.data.views import IMAGENET
-from ignore.errors import exit_on_error
+from ignore.errors import SPMLError, exit_on_error
 from ignore.losses.ignore import Ignore
 from ignore.models.cam_model import CAMClassifier
 from ignore.training.optim import build_optimizer
@@ -48,6 +49,7 @@ from reference_recipe import ReferenceDataset, ReferenceStep
 
 PHASES = ("loader", "step", "end_to_end")  # the rows of the table
 CHILD_PHASES = ("loader", "training", "memory")  # one fresh process each
+RESIDENT_BATCHES = 4  # the step figure's batches, taken in turn: one batch trained on again and again is not a step
 SETTLE_S = 2.0  # untimed, before each step block: the workers fill their prefetch queue and go idle
 VARIANTS = ("reference", "ours")
 
@@ -153,13 +155,19 @@ def measure(args, variant, phase):
     loader = make_loader(args, variant, data, accelerator)
     if phase == "loader":
         return {"loader": time_loader(loader, args)}
+    needed = RESIDENT_BATCHES + 1 + args.steps
+    if len(loader) < needed:
+        raise SPMLError(f"--steps {args.steps} needs {needed} batches of {args.batch_size} in one epoch; the train "
+                        f"split has {len(loader)}: take fewer steps or a larger --data")
     model, optimizer, step = make_training(args, variant, len(data.class_names), accelerator)
     if variant == "ours":
         model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     else:
         model = model.to(accelerator.device)
     batches = (to_device(batch, accelerator.device) for batch in loader)  # one epoch: enough for the steps
-    fixed = next(batches)
+    resident = [next(batches) for _ in range(RESIDENT_BATCHES)]
+    in_turn = itertools.cycle(resident)
+    fixed = resident[0]
     for _ in range(args.warmup):  # optimiser state exists after these: the peak above it is the step's own
         step(model, optimizer, fixed)
     if phase == "memory":
@@ -176,8 +184,9 @@ def measure(args, variant, phase):
     while done < args.steps:
         block = min(args.block, args.steps - done)
         time.sleep(SETTLE_S)
-        step(model, optimizer, fixed)  # untimed: the first step after a pause runs on cold caches
-        blocks["step"].append([block, timed_steps(block, lambda: fixed, model, optimizer, step, accelerator.device)[0]])
+        step(model, optimizer, next(in_turn))  # untimed: the first step after a pause runs on cold caches
+        seconds = timed_steps(block, lambda: next(in_turn), model, optimizer, step, accelerator.device)[0]
+        blocks["step"].append([block, seconds])
         elapsed, waiting = timed_steps(block, lambda: next(batches), model, optimizer, step, accelerator.device)
         blocks["end_to_end"].append([block, elapsed])
         waited += waiting

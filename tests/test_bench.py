@@ -71,3 +71,11 @@ def test_pooling_sums_every_block_of_every_process():
     assert pooled["end_to_end"]["batch_wait_share"] == pytest.approx(0.75 / 7.5)
     memory = {"memory": {"images_per_s": 0.0, "peak_mb": 12.0}}
     assert bench.pool([memory]) == memory
+
+
+def test_more_steps_than_one_epoch_holds_is_one_line_and_exit_code_2(tiny_dataset, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--data", str(tiny_dataset), "--batch-size", "4", "--steps", "500", "--child", "ours", "training"])
+    assert exit_info.value.code == 2
+    assert re.fullmatch(r"error: --steps 500 needs 505 batches of 4 in one epoch; the train split has \d+: take fewer "
+                        r"steps or a larger --data\n", capsys.readouterr().err)
