@@ -1,5 +1,5 @@
-"""The stateful baselines through train.py: resume restores their per-image state bit for bit,
-two processes keep it identical (vlpl's teacher table too), and BoostLU's export scores as its evaluation does."""
+"""The stateful baselines through train.py: resume, on one process or two, restores their per-image state, two
+processes keep it identical (vlpl's teacher table too), and BoostLU's export scores as its evaluation does."""
 import json
 import shutil
 
@@ -17,8 +17,6 @@ from test_train import TWO_PROCESSES, assert_same_state, final_state, run_train,
 # ll_delta_rel 10: from the second epoch, 10% of a batch's entries are corrected
 STATEFUL = {"role": ["method.name=role"], "ll_cp": ["method.name=ll_cp", "method.ll_delta_rel=10"]}
 BUFFERS = {"role": "estimate_logits", "ll_cp": "corrected"}
-# trained once each on two processes: the stateful methods, and vlpl (its teacher's table a buffer)
-TWO_PROCESS_RUNS = {**STATEFUL, "vlpl": ["method.name=vlpl", "method.teacher=noisy_oracle"]}
 EVERY_TWO_STEPS = ("train.checkpoint_every_steps=2", "train.keep_checkpoints=2")  # steps 6 and 8 kept
 
 
@@ -27,12 +25,15 @@ def resume_at_step_6(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(STATEFUL))
-def test_resume_mid_epoch_restores_the_per_image_state_bit_for_bit(tiny_dataset, tmp_path, name):
-    # 32 train images / batch 8 = 4 steps an epoch; the unbroken run's step-6 checkpoint (in the second epoch)
-    # resumed into another folder stands for a run stopped there: two trainings, not three
+def test_resume_mid_epoch_on_one_process_or_two_keeps_the_per_image_state(tiny_dataset, tmp_path, name):
+    # 32 train images / batch 8 = 4 steps an epoch; the unbroken run's step-6 checkpoint (in the second epoch),
+    # resumed into other folders, stands for a run stopped there. On one process it ends bit for bit where the
+    # unbroken run does; on two processes of batch 4 (the same global batch), steps 7 and 8 read positions 16..31
+    # of epoch 1's order, so the state moves on those dataset rows only, identically on both ranks.
     straight = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "straight", *STATEFUL[name], *EVERY_TWO_STEPS))
     assert straight.returncode == 0, straight.stderr[-3000:]
-    resumed = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "broken", *STATEFUL[name], resume_at_step_6(tmp_path)))
+    resumed = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "broken", *STATEFUL[name],
+                                            resume_at_step_6(tmp_path)))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "epoch 1, step 6" in resumed.stdout
     expected = final_state(tmp_path / "straight")
@@ -44,6 +45,27 @@ def test_resume_mid_epoch_restores_the_per_image_state_bit_for_bit(tiny_dataset,
     else:
         assert (expected[2]["visits"] == 2).all()  # every row visited once an epoch
     assert_same_state(final_state(tmp_path / "broken"), expected)
+
+    two = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / "two", *STATEFUL[name], "train.batch_size=4",
+                                        resume_at_step_6(tmp_path)), launcher=TWO_PROCESSES)
+    assert two.returncode == 0, two.stderr[-3000:]
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2
+    assert metrics["thresholds_identical_across_ranks"] is True  # every method buffer, compared bit for bit
+    after = final_state(tmp_path / "two")[2]
+    if name == "role":
+        assert (after["visits"] == 2).all()  # the rows of steps 7 and 8, both ranks', visited a second time
+        return
+    before = state_at(tmp_path / "straight", "step-000000006")["corrected"]
+    assert before.any() and (after["corrected"] & before).equal(before)  # every earlier correction kept
+    last_rows = torch.randperm(32, generator=torch.Generator().manual_seed(0 + 1))[16:].tolist()  # seed 0, epoch 1
+    new_rows = sorted(set((after["corrected"] & ~before).nonzero()[:, 0].tolist()))
+    assert new_rows and set(new_rows) <= set(last_rows)
+
+
+def state_at(run_dir, checkpoint):
+    """The method's buffers in one checkpoint of a run."""
+    return torch.load(run_dir / "checkpoints" / checkpoint / "custom_checkpoint_1.pkl", weights_only=True)
 
 
 def test_tables_in_files_resume_to_the_state_of_an_uninterrupted_run_in_memory(tiny_dataset, tmp_path):
@@ -63,27 +85,22 @@ def test_tables_in_files_resume_to_the_state_of_an_uninterrupted_run_in_memory(t
     assert_same_state(final_state(tmp_path / "broken"), expected)
 
 
-@pytest.mark.parametrize("name", sorted(TWO_PROCESS_RUNS))
-def test_two_processes_end_with_the_same_per_image_state(tiny_dataset, tmp_path, name):
+def test_two_processes_share_vlpls_teacher_table(tiny_dataset, tmp_path):
     dataset = tmp_path / "dataset"
     shutil.copytree(tiny_dataset, dataset)  # vlpl caches its teacher's scores beside the dataset
-    result = run_train(*tiny_run_overrides(dataset, tmp_path / "ddp", *TWO_PROCESS_RUNS[name], "train.batch_size=4"),
-                       launcher=TWO_PROCESSES)
+    result = run_train(*tiny_run_overrides(dataset, tmp_path / "ddp", "method.name=vlpl", "method.teacher=noisy_oracle",
+                                           "train.batch_size=4"), launcher=TWO_PROCESSES)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2
     last_epoch = metrics["last_epoch_train"]
     assert metrics["thresholds_identical_across_ranks"] is True  # every method buffer, compared bit for bit
-    method_state = final_state(tmp_path / "ddp")[2]
-    if name == "role":
-        assert (method_state["visits"] == 2).all()  # both ranks' rows, each once an epoch
-    elif name == "ll_cp":
-        assert method_state["corrected"].any()
-    else:  # the teacher's table, as one process scores it, and the pseudo-positives it gave
-        labels = load_dataset(dataset).splits["train"]["labels"]
-        assert torch.equal(method_state["teacher_scores"], NoisyOracle(labels, 0.5).scores_of_rows(torch.arange(32)))
-        assert last_epoch["flagged"] > 0 and 0 <= last_epoch["fn_precision"] <= 1
-        assert len(list((dataset / "teacher_scores").glob("noisy_oracle-0.5-*.npy"))) == 1
+    # the teacher's table, as one process scores it, and the pseudo-positives it gave
+    labels = load_dataset(dataset).splits["train"]["labels"]
+    teacher_scores = final_state(tmp_path / "ddp")[2]["teacher_scores"]
+    assert torch.equal(teacher_scores, NoisyOracle(labels, 0.5).scores_of_rows(torch.arange(32)))
+    assert last_epoch["flagged"] > 0 and 0 <= last_epoch["fn_precision"] <= 1
+    assert len(list((dataset / "teacher_scores").glob("noisy_oracle-0.5-*.npy"))) == 1
 
 
 def test_boostlu_export_reproduces_the_boosted_test_scores(tiny_dataset, tmp_path):
@@ -110,22 +127,3 @@ def test_boostlu_export_reproduces_the_boosted_test_scores(tiny_dataset, tmp_pat
     with torch.no_grad():  # the exported classifier's own forward scores with the boost too
         np.testing.assert_allclose(torch.sigmoid(model(inputs)["logits"]).numpy(), boosted.numpy(), atol=1e-6)
     assert (boosted - torch.sigmoid(output["logits"])).abs().max() > 1e-3  # the boost changes the scores
-
-
-def test_resume_on_two_processes_keeps_the_corrections_on_their_dataset_rows(tiny_dataset, tmp_path):
-    # one process, batch 8, stopped at step 6 (mid epoch 1); resumed on two processes of batch 4 (the same
-    # global batch). The steps left, 7 and 8, read positions 16..31 of epoch 1's order: new corrections can
-    # only land on those rows, and the ones made before must all still be there.
-    run = tmp_path / "run"
-    settings = [*STATEFUL["ll_cp"]]
-    first = run_train(*tiny_run_overrides(tiny_dataset, run, *settings, "train.max_steps=6"))
-    assert first.returncode == 0, first.stderr[-3000:]
-    before = final_state(run)[2]["corrected"]
-    second = run_train(*tiny_run_overrides(tiny_dataset, run, *settings, "train.batch_size=4", "train.resume=auto"),
-                       launcher=TWO_PROCESSES)
-    assert second.returncode == 0, second.stderr[-3000:]
-    after = final_state(run)[2]["corrected"]
-    assert before.any() and (after & before).equal(before)
-    last_rows = torch.randperm(32, generator=torch.Generator().manual_seed(0 + 1))[16:].tolist()  # seed 0, epoch 1
-    new_rows = sorted(set((after & ~before).nonzero()[:, 0].tolist()))
-    assert new_rows and set(new_rows) <= set(last_rows)
