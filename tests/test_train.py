@@ -19,6 +19,7 @@ from ignore.training.tracking import read_scalars
 from ignore.data.format import load_dataset
 from ignore.errors import SPMLError
 from ignore.inference import load_export, predict_probabilities
+from ignore.train import main as train_main
 from launching import TWO_CPU_PROCESSES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -311,15 +312,18 @@ def test_config_file_between_the_overrides(tmp_path):
     ("read_only/run", "cannot create the directory (Permission denied)"),
     ("read_only", "the directory is not writable"),
 ])
-def test_unusable_output_dir_stops_before_training(tiny_dataset, tmp_path, where, reason):
+def test_unusable_output_dir_stops_before_training(tiny_dataset, tmp_path, capsys, where, reason):
     (tmp_path / "a_file").write_text("not a directory")
     (tmp_path / "read_only").mkdir(mode=0o555)
     if where.startswith("read_only") and os.geteuid() == 0:
         pytest.skip("root writes into a read-only directory")
-    result = run_train(*tiny_run_overrides(tiny_dataset, tmp_path / where))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == f"error: train.output_dir {tmp_path / where}: {reason}"
-    assert "train images" not in result.stdout  # stopped before the data was read
+    # in this process: the check comes before the Accelerator, so nothing outlives the call
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(tiny_run_overrides(tiny_dataset, tmp_path / where))
+    assert exit_info.value.code == 2
+    output = capsys.readouterr()
+    assert output.err.strip().splitlines()[-1] == f"error: train.output_dir {tmp_path / where}: {reason}"
+    assert "train images" not in output.out  # stopped before the data was read
 
 
 @pytest.mark.parametrize("lr, message", [
