@@ -96,7 +96,7 @@ def main(argv=None):
                     print(f"{phase:<11} {variant:<9} {summary(child)}", flush=True)
                     measured.setdefault(variant, []).append(child)
             for variant, children in measured.items():
-                results.update({(variant, row): value for row, value in pool(children).items()})
+                results.update({(variant, row): value for row, value in pool(children, args.batch_size).items()})
     print()
     print_table(args, results)
 
@@ -191,8 +191,8 @@ def measure(args, variant, phase):
         blocks["end_to_end"].append([block, elapsed])
         waited += waiting
         done += block
-    rates = {row: {"images_per_s": rate(row_blocks, args.batch_size), "peak_mb": 0.0, "blocks": row_blocks,
-                   "batch_size": args.batch_size} for row, row_blocks in blocks.items()}
+    rates = {row: {"images_per_s": rate(row_blocks, args.batch_size), "peak_mb": 0.0, "blocks": row_blocks}
+             for row, row_blocks in blocks.items()}
     rates["end_to_end"]["waited_s"] = waited
     return rates
 
@@ -202,14 +202,14 @@ def rate(blocks, batch_size):
     return sum(steps for steps, _ in blocks) * batch_size / sum(seconds for _, seconds in blocks)
 
 
-def pool(children):
+def pool(children, batch_size):
     """One variant's rows over its child processes: the training rows' rates over all their blocks, the pipeline's
     cost per (step block, end-to-end block) pair, the share of end-to-end time spent waiting; other rows as measured
     (one child)."""
     if "step" not in children[0]:
         return children[0]
-    pooled = {row: {"images_per_s": rate([block for child in children for block in child[row]["blocks"]],
-                                         children[0][row]["batch_size"]), "peak_mb": 0.0}
+    pooled = {row: {"images_per_s": rate([block for child in children for block in child[row]["blocks"]], batch_size),
+                    "peak_mb": 0.0}
               for row in ("step", "end_to_end")}
     pairs = [(step, end_to_end) for child in children
              for step, end_to_end in zip(child["step"]["blocks"], child["end_to_end"]["blocks"])]

@@ -26,7 +26,7 @@ def test_every_phase_of_both_variants_measures_and_the_table_prints(tiny_dataset
     for phase in bench.CHILD_PHASES:
         for variant in bench.VARIANTS + (("streamed",) if phase == "loader" else ()):
             children = [bench.measure(args, variant, phase) for _ in range(2 if phase == "training" else 1)]
-            results.update({(variant, row): value for row, value in bench.pool(children).items()})
+            results.update({(variant, row): value for row, value in bench.pool(children, args.batch_size).items()})
     assert set(results) == {(variant, row) for variant in bench.VARIANTS for row in bench.PHASES + ("memory",)} | {
         ("streamed", "loader")}
     assert all(result["images_per_s"] > 0 for (_, row), result in results.items() if row != "memory")
@@ -59,18 +59,17 @@ def test_a_missing_dataset_is_one_line_and_exit_code_2(tmp_path, capsys):
 
 def test_pooling_sums_every_block_of_every_process():
     def child(step_blocks, end_to_end_blocks, waited_s):
-        return {"step": {"images_per_s": 0.0, "peak_mb": 0.0, "blocks": step_blocks, "batch_size": 4},
-                "end_to_end": {"images_per_s": 0.0, "peak_mb": 0.0, "blocks": end_to_end_blocks, "batch_size": 4,
-                               "waited_s": waited_s}}
+        return {"step": {"images_per_s": 0.0, "peak_mb": 0.0, "blocks": step_blocks},
+                "end_to_end": {"images_per_s": 0.0, "peak_mb": 0.0, "blocks": end_to_end_blocks, "waited_s": waited_s}}
 
     pooled = bench.pool([child([[3, 2.0], [1, 1.0]], [[3, 2.5], [1, 1.0]], 0.5),
-                         child([[3, 3.0]], [[3, 4.0]], 0.25)])
+                         child([[3, 3.0]], [[3, 4.0]], 0.25)], batch_size=4)
     assert pooled["step"]["images_per_s"] == pytest.approx(7 * 4 / 6.0)
     assert pooled["end_to_end"]["images_per_s"] == pytest.approx(7 * 4 / 7.5)
     assert pooled["end_to_end"]["block_ratios"] == pytest.approx([2.0 / 2.5, 1.0, 3.0 / 4.0])
     assert pooled["end_to_end"]["batch_wait_share"] == pytest.approx(0.75 / 7.5)
     memory = {"memory": {"images_per_s": 0.0, "peak_mb": 12.0}}
-    assert bench.pool([memory]) == memory
+    assert bench.pool([memory], batch_size=4) == memory
 
 
 def test_more_steps_than_one_epoch_holds_is_one_line_and_exit_code_2(tiny_dataset, tmp_path, capsys):
