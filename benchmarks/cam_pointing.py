@@ -27,7 +27,7 @@ from ignore.data.demo import CANVAS_SIZE, canvas_path, ensure_demo_dataset, gene
 from ignore.data.format import load_dataset
 from ignore.data.torch_dataset import SPMLImageDataset, collate_skipping
 from ignore.data.views import eval_view
-from ignore.errors import SPMLError, exit_on_error
+from ignore.errors import SPMLError, exit_on_error, require_at_least
 from ignore.models.export import load_export
 
 
@@ -88,6 +88,7 @@ def main(argv=None):
     parser.add_argument("run_dirs", type=Path, nargs="+")
     parser.add_argument("--batch-size", type=int, default=64)
     arguments = parser.parse_args(argv)
+    require_at_least(arguments, {"--batch-size": 1})
     print("| run | pointing | mass | chance | pairs |\n|---|---|---|---|---|")
     for run_dir in arguments.run_dirs:
         pointing, mass, chance, pairs = run_figures(run_dir, arguments.batch_size)

@@ -27,7 +27,7 @@ from ignore.config import load_config
 from ignore.data.loading import load_spml_data
 from ignore.data.torch_dataset import SPMLImageDataset, collate_skipping
 from ignore.data.views import eval_view
-from ignore.errors import SPMLError, exit_on_error
+from ignore.errors import SPMLError, exit_on_error, require_at_least
 from ignore.losses.ignore import Ignore, batchnorm_mode
 from ignore.losses.masking import positive_cam
 from ignore.models.export import load_export
@@ -78,11 +78,12 @@ def entries(scores):
 
 
 @exit_on_error
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--batch-size", type=int, default=32)
-    arguments = parser.parse_args()
+    arguments = parser.parse_args(argv)
+    require_at_least(arguments, {"--batch-size": 1})
     torch.manual_seed(0)
     config = load_config(arguments.run_dir / "config.yaml")
     network = load_export(arguments.run_dir / "export").network

@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 
 from ignore.compare import ensure_run
-from ignore.errors import exit_on_error
+from ignore.errors import SPMLError, exit_on_error, require_at_least
 
 VARIANTS = {  # name: (processes, CPU threads a process, extra overrides)
     "1 process": (1, 1, []),
@@ -41,6 +41,9 @@ def main(argv=None):
     parser.add_argument("--out", default="runs/processes")
     parser.add_argument("overrides", nargs="*", help="train.py settings for every run (default: none, the demo)")
     args = parser.parse_args(argv)
+    require_at_least(args, {"--batch": 2})
+    if args.batch % 2:
+        raise SPMLError(f"--batch must be even (two processes take half each), got {args.batch}")
     overrides = args.overrides
     maps, seconds = {}, {}
     for seed in args.seeds:

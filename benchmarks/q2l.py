@@ -27,7 +27,7 @@ from accelerate import Accelerator
 
 from ignore.config import load_config, merged_overrides, scaled_lr
 from ignore.data.loading import build_loaders, load_spml_data
-from ignore.errors import exit_on_error
+from ignore.errors import exit_on_error, require_at_least
 from ignore.losses.registry import build_method
 from ignore.models.build import build_model
 from ignore.training.optim import build_optimizer
@@ -44,7 +44,9 @@ def parse_args(argv=None):
     parser.add_argument("--parallel", type=int, default=1, help="training runs at once (one thread each if > 1)")
     parser.add_argument("--timed-steps", type=int, default=8, help="timed IGNORE steps per model")
     parser.add_argument("overrides", nargs="*", help="the budget, applied to both models")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    require_at_least(args, {"--parallel": 1, "--timed-steps": 1})
+    return args
 
 
 def train_all(args):

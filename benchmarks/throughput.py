@@ -40,7 +40,7 @@ from ignore.data.format import load_dataset
 from ignore.data.loading import build_loaders
 from ignore.data.shards import open_shards, write_shards
 from ignore.data.views import IMAGENET
-from ignore.errors import SPMLError, exit_on_error
+from ignore.errors import SPMLError, exit_on_error, require_at_least
 from ignore.losses.ignore import Ignore
 from ignore.models.cam_model import CAMClassifier
 from ignore.training.optim import build_optimizer
@@ -71,7 +71,10 @@ def parse_args(argv=None):
     parser.add_argument("--shards", type=int, default=8, help="ours streamed: the train split in this many shards")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "PHASE"), help=argparse.SUPPRESS)
     parser.add_argument("--shard-folder", default="", help=argparse.SUPPRESS)  # written once, by the parent
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    require_at_least(args, {"--image-size": 8, "--batch-size": 1, "--steps": 1, "--warmup": 0, "--block": 1,
+                            "--repeats": 1, "--workers": 0, "--shards": 1})
+    return args
 
 
 @exit_on_error

@@ -31,7 +31,7 @@ import numpy as np
 import yaml
 
 from .config import flatten, load_config, merged_overrides
-from .errors import SPMLError, exit_on_error
+from .errors import SPMLError, exit_on_error, require_at_least
 from .files import write_text_atomic
 from .train import setting_choices
 
@@ -230,8 +230,7 @@ def main(argv=None):
     parser.add_argument("--config", help="a YAML file of settings, or a shipped recipe's name, for every run")
     parser.add_argument("overrides", nargs="*", help="settings for every run, e.g. train.epochs=4")
     args = parser.parse_intermixed_args(argv)
-    if args.processes < 1:
-        raise SPMLError(f"--processes must be at least 1, got {args.processes}")
+    require_at_least(args, {"--processes": 1})
     print(compare(args.methods, args.seeds, args.out, args.overrides, args.processes, args.config))
 
 

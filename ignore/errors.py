@@ -43,6 +43,14 @@ def exit_on_error(main):
     return wrapper
 
 
+def require_at_least(args, minimums):
+    """Each command-line flag at or above its minimum, e.g. {"--batch-size": 1}; else an error naming the flag."""
+    for flag, low in minimums.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value < low:
+            raise SPMLError(f"{flag} must be >= {low}, got {value}")
+
+
 def stop(line):
     print(line, file=sys.stderr)
     tell_the_launcher(line)

@@ -20,7 +20,7 @@ from .config import DataConfig
 from .data.loading import load_spml_data
 from .data.torch_dataset import SPMLImageDataset, collate_skipping
 from .training.loop import evaluate
-from .errors import SPMLError, exit_on_error
+from .errors import SPMLError, exit_on_error, require_at_least
 from .inference import load_export, preprocessing
 from .metrics import results_table, verified_note
 
@@ -41,8 +41,7 @@ def parse_args(argv):
 @exit_on_error
 def main(argv=None):
     args = parse_args(argv)
-    if args.batch_size < 1 or args.num_workers < 0:
-        raise SPMLError(f"--batch-size must be >= 1 and --num-workers >= 0, got {args.batch_size}, {args.num_workers}")
+    require_at_least(args, {"--batch-size": 1, "--num-workers": 0})
     if args.out:
         require_writable_file(args.out, "--out")  # before the evaluation, whose results would be lost
     accelerator = Accelerator(cpu=not torch.cuda.is_available())

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .data.images import open_rgb
-from .errors import SPMLError, exit_on_error
+from .errors import SPMLError, exit_on_error, require_at_least
 from .files import require_writable_file, write_text_atomic
 from .inference import labels_at, load_export, preprocessing
 
@@ -90,10 +90,7 @@ def parse_args(argv):
         raise SPMLError(f"--out {args.out}: the file name must end in .csv or .jsonl")
     if args.out:
         require_writable_file(args.out, "--out")
-    for name, value, low in (("--batch-size", args.batch_size, 1), ("--top-k", args.top_k, 0),
-                             ("--num-workers", args.num_workers, 0)):
-        if value < low:
-            raise SPMLError(f"{name} must be >= {low}, got {value}")
+    require_at_least(args, {"--batch-size": 1, "--top-k": 0, "--num-workers": 0})
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         raise SPMLError(f"--threshold must be within [0, 1], got {args.threshold}")
     return args

@@ -13,6 +13,10 @@ from ignore.data.shards import write_shards
 
 # the benchmarks are scripts beside the package, not in it
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import cam_pointing  # noqa: E402
+import fn_features  # noqa: E402
+import processes  # noqa: E402
+import q2l  # noqa: E402
 import throughput as bench  # noqa: E402
 
 
@@ -78,3 +82,20 @@ def test_more_steps_than_one_epoch_holds_is_one_line_and_exit_code_2(tiny_datase
     assert exit_info.value.code == 2
     assert re.fullmatch(r"error: --steps 500 needs 505 batches of 4 in one epoch; the train split has \d+: take fewer "
                         r"steps or a larger --data\n", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    (bench, ["--repeats", "0"], "--repeats must be >= 1, got 0"),
+    (bench, ["--steps", "-2"], "--steps must be >= 1, got -2"),
+    (bench, ["--workers", "-1"], "--workers must be >= 0, got -1"),
+    (processes, ["--batch", "0"], "--batch must be >= 2, got 0"),
+    (processes, ["--batch", "5"], "--batch must be even (two processes take half each), got 5"),
+    (q2l, ["--parallel", "0"], "--parallel must be >= 1, got 0"),
+    (cam_pointing, ["run", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (fn_features, ["run", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+])
+def test_an_out_of_range_flag_is_one_line_naming_it_before_any_work(script, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"

@@ -202,6 +202,20 @@ def test_an_unwritable_out_stops_before_any_inference(command, where, reason, tm
         f"error: --out {out}: {reason.format(folder=out.parent)}")
 
 
+@pytest.mark.parametrize("command, flags, message", [
+    ("predict", ["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    ("predict", ["--top-k", "-1"], "--top-k must be >= 0, got -1"),
+    ("evaluate", ["--num-workers", "-1"], "--num-workers must be >= 0, got -1"),
+])
+def test_an_out_of_range_flag_is_one_line_naming_it(command, flags, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(f"ignore.{command}.load_export", lambda *args: pytest.fail("loaded before the flags"))
+    main = {"predict": predict_main, "evaluate": evaluate_main}[command]
+    with pytest.raises(SystemExit) as stopped:
+        main(["--model", str(tmp_path), *(["a.png"] if command == "predict" else []), *flags])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
 def test_evaluate_equals_the_runs_test_metrics(finished_run, tiny_dataset, tmp_path, capsys):
     evaluate_main(["--model", str(finished_run / "export"), "--data", str(tiny_dataset), "--out",
                    str(tmp_path / "metrics.json"), "--batch-size", "5", "--num-workers", "0"])
