@@ -115,7 +115,8 @@ def print_table(args, results):
         reference, ours = results["reference", phase]["images_per_s"], results["ours", phase]["images_per_s"]
         print(f"{phase + ' images/s':<22} {reference:>10.1f} {ours:>10.1f} {ours / reference:>8.2f}x")
     reference, ours = results["reference", "memory"]["peak_mb"], results["ours", "memory"]["peak_mb"]
-    print(f"{'step peak memory MB':<22} {reference:>10.0f} {ours:>10.0f} {ours / reference:>8.2f}x"
+    memory_ratio = f"{ours / reference:>8.2f}x" if reference > 0 else f"{'-':>9}"  # a tiny model's can be 0
+    print(f"{'step peak memory MB':<22} {reference:>10.0f} {ours:>10.0f} {memory_ratio}"
           "   (above the model and optimiser state)")
     loader, step = results["ours", "loader"]["images_per_s"], results["ours", "step"]["images_per_s"]
     print(f"ours: loader / step images/s = {loader / step:.2f}")
