@@ -12,7 +12,7 @@ from ignore.data.format import load_dataset
 from ignore.data.views import eval_view
 from ignore.inference import load_export, predict_probabilities
 from ignore.losses.noisy_oracle import NoisyOracle
-from test_train import TWO_PROCESSES, assert_same_state, final_state, run_train, tiny_run_overrides
+from training_runs import TWO_PROCESSES, assert_same_state, final_state, run_train, tiny_run_overrides
 
 # ll_delta_rel 10: from the second epoch, 10% of a batch's entries are corrected
 STATEFUL = {"role": ["method.name=role"], "ll_cp": ["method.name=ll_cp", "method.ll_delta_rel=10"]}

@@ -4,7 +4,7 @@ resumed from its step-2 checkpoint on the same two machines ends with the weight
 import json
 
 from launching import run_two_machines
-from test_train import assert_same_state, final_state, tiny_run_overrides
+from training_runs import assert_same_state, final_state, tiny_run_overrides
 
 
 def two_machine_run(dataset, output_dir, *extra):

@@ -17,7 +17,7 @@ from ignore.models.build import build_model
 from ignore.models.position import sine_position_embedding
 from ignore.models.query2label import Attention, Query2Label
 from ignore.training.optim import build_optimizer
-from test_train import TWO_PROCESSES, run_train, tiny_run_overrides
+from training_runs import TWO_PROCESSES, run_train, tiny_run_overrides
 
 TINY = dict(hidden_dim=32, heads=4, encoder_layers=1, decoder_layers=2, ffn_dim=64)
 

@@ -15,7 +15,7 @@ from ignore.errors import SPMLError
 from ignore.train import main
 from ignore.training.resume_settings import require_same_settings
 from ignore.training.run_folder import LOCK
-from test_train import PYTHON, REPO, logged_lines, run_train, tiny_run_overrides
+from training_runs import PYTHON, REPO, logged_lines, run_train, tiny_run_overrides
 
 # 32 train images / batch 8 = 4 steps: one epoch, its checkpoint, the export, metrics.json and the report
 FINISHED = ("train.epochs=1", "optim.scheduler=onecycle")

@@ -21,7 +21,7 @@ from ignore.data.streaming import ShardStream, StreamedRecords
 from ignore.data.views import eval_view
 from ignore.errors import SPMLError
 from ignore.training.resume_settings import require_same_stream
-from test_train import assert_same_state, final_state, run_train, tiny_run_overrides
+from training_runs import assert_same_state, final_state, run_train, tiny_run_overrides
 
 NUM_TRAIN = 32  # the tiny dataset's train split
 

@@ -17,7 +17,7 @@ from ignore.metrics import cf1_of1, f1_thresholds
 from ignore.predict import main as predict_main
 from ignore.training.tracking import trackers
 from launching import TWO_CPU_PROCESSES
-from test_train import run_train, tiny_run_overrides
+from training_runs import run_train, tiny_run_overrides
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from ignore.inference import load_export, predict_probabilities
 from ignore.metrics import f1_thresholds, multilabel_metrics
 from ignore.training.loop import evaluate
 from test_prepare_openimages import DESCRIPTIONS, HEADER
-from test_train import run_train, tiny_run_overrides
+from training_runs import run_train, tiny_run_overrides
 
 prepare_openimages = load_script("prepare_openimages")
 
