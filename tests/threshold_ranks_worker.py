@@ -5,17 +5,21 @@ shards, one rank with no observed positive in one step); rank 0 then replays the
 batches in one process and writes both results to the JSON file named on the command line,
 with what identical_across_ranks says of the thresholds and of a zero whose sign differs by rank.
 Then rank 1 alone receives a SIGTERM, and each rank records whether the run stops (the
-preemption flag, before and after).
+preemption flag, before and after). Last, both ranks adopt another run folder's export on a resume, rank 1
+looking a second after rank 0 has copied it, and record what they said and their best epoch.
 """
 import json
 import os
 import signal
 import sys
+import time
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 
 from ignore.losses.thresholds import GapThresholds
+from ignore.training.checkpoint import Progress, adopt_best_export
 from ignore.training.preemption import StopOnSigterm
 from ignore.training.ranks import identical_across_ranks
 
@@ -32,6 +36,21 @@ def global_batch(step):
     if step == 2:
         positive[: SHARD_SIZES[step][0]] = False  # rank 0 sees no observed positive here
     return gap, logits, positive
+
+
+def adoption(accelerator, folder):
+    """What each rank says and keeps when it resumes another folder's checkpoint whose export holds epoch 1."""
+    export = folder / "other_run" / "export"
+    if accelerator.is_main_process:
+        export.mkdir(parents=True)
+        (export / "config.json").write_text(json.dumps({"epoch": 1}))
+    accelerator.wait_for_everyone()
+    if accelerator.process_index == 1:
+        time.sleep(1.0)  # rank 0 has copied the export by the time rank 1 looks
+    said, progress = [], Progress(best_epoch=1, best_val_map=50.0)
+    adopt_best_export(accelerator, folder / "other_run" / "checkpoints" / "step-000000004", folder / "this_run",
+                      progress, said.append)
+    return said, progress.best_epoch
 
 
 def main(out_path):
@@ -55,6 +74,9 @@ def main(out_path):
             os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler might reach one node first
         stopping = [before, stop.agreed()]
     every_rank_stopping = accelerator.gather(torch.tensor([stopping]))
+    adopted = adoption(accelerator, Path(out_path).parent)
+    every_rank_adopted = [None] * accelerator.num_processes
+    torch.distributed.all_gather_object(every_rank_adopted, adopted)
     if accelerator.is_main_process:
         single = GapThresholds(NUM_CLASSES, gap_lambda=0.9, avg_lambda=0.8)
         for step in range(STEPS):
@@ -65,6 +87,7 @@ def main(out_path):
             "rank0": every_rank[0].tolist(),
             "stopping": every_rank_stopping.tolist(),
             "identical_across_ranks": identical,
+            "adopted": every_rank_adopted,
         }
         with open(out_path, "w") as handle:
             json.dump(result, handle)

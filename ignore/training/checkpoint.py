@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 import torch.utils.serialization
+from accelerate.utils import broadcast_object_list
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
@@ -186,9 +187,16 @@ def adopt_best_export(accelerator, resume_from, output_dir, progress, say):
     export is copied here when it still holds that epoch; where the run has since exported a later epoch (or
     none is left), the best epoch is chosen again among the epochs from here, and the run says so."""
     target, source = Path(output_dir) / EXPORT, Path(resume_from).parent.parent / EXPORT
-    if progress.best_epoch < 0 or target.is_dir() or source.resolve() == target.resolve():
+    if progress.best_epoch < 0 or source.resolve() == target.resolve():
         return  # nothing exported yet, or its own folder's export (test() settles a swap a kill left half done)
-    if (source / "config.json").is_file() and read_info(source).get("epoch") == progress.best_epoch:
+    # The main process looks and every rank follows: it alone copies into `target`, so a rank that looked after
+    # the copy would skip the barrier below and hang the launch, and on another machine's disk a rank sees neither.
+    decision = ["kept" if target.is_dir() else "copy" if (source / "config.json").is_file()
+                and read_info(source).get("epoch") == progress.best_epoch else "choose again"]
+    (decision,) = broadcast_object_list(decision)
+    if decision == "kept":
+        return
+    if decision == "copy":
         if accelerator.is_main_process:
             copying = target.with_name(target.name + ".copying")
             shutil.rmtree(copying, ignore_errors=True)
