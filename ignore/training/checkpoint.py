@@ -190,7 +190,7 @@ def adopt_best_export(accelerator, resume_from, output_dir, progress, say):
     if progress.best_epoch < 0 or source.resolve() == target.resolve():
         return  # nothing exported yet, or its own folder's export (test() settles a swap a kill left half done)
     # The main process looks and every rank follows: it alone copies into `target`, so a rank that looked after
-    # the copy would skip the barrier below and hang the launch, and on another machine's disk a rank sees neither.
+    # the copy would skip the barrier below and hang the launch.
     decision = ["kept" if target.is_dir() else "copy" if (source / "config.json").is_file()
                 and read_info(source).get("epoch") == progress.best_epoch else "choose again"]
     (decision,) = broadcast_object_list(decision)
