@@ -9,14 +9,10 @@ validation images, the training time and the config. A series that is zero throu
 import json
 from pathlib import Path
 
-import matplotlib
 import yaml
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ..files import write_text_atomic  # noqa: E402
-from .tracking import read_scalars  # noqa: E402
+from ..files import write_text_atomic
+from .tracking import read_scalars
 
 FIGURES = "report"
 REPORT = "report.md"
@@ -124,10 +120,22 @@ def warm_up_line(warm_up, step):
     return ["", f"The run never left the warm-up (method.warm_up={warm_up} epochs): nothing was rejected."]
 
 
+def pyplot():
+    """matplotlib's pyplot, drawing into files only: imported when a report is drawn, not by every process that
+    imports the trainer (it takes most of a second)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
 def chart(run_dir, name, ylabel, series, lower=None, marks=None):
     """A line chart of {label: [(step, value)]} against the step (and a second panel `lower`), with a dashed
     vertical line at each of marks {label: step}; its markdown. A series that is zero throughout is named below
     the chart rather than drawn (a flat line on 0 hides the others' scale and says nothing a table would not)."""
+    plt = pyplot()
     panels = [(ylabel, series)] + ([lower] if lower else [])
     zero = [label for _, lines in panels for label, points in lines.items()
             if points and all(value == 0 for _, value in points)]
@@ -157,6 +165,7 @@ def chart(run_dir, name, ylabel, series, lower=None, marks=None):
 def per_class_bars(path, class_names, per_class_ap):
     """Test AP (0-100) of each class as a horizontal bar, the best on top, named on the left; the axes at a
     fixed place of the figure (bar_axes)."""
+    plt = pyplot()
     order = sorted(range(len(class_names)), key=lambda index: -per_class_ap[index])
     figure = plt.figure(figsize=bar_figure_size(len(class_names)))
     axis = figure.add_axes(bar_axes(len(class_names)))
@@ -185,6 +194,7 @@ def bar_axes(num_classes):
 
 def picture_section(run_dir, tag, picture, class_names):
     """The method's Picture drawn with its column titles, each row's observed label on its left; its markdown."""
+    plt = pyplot()
     rows, columns = picture.panels.shape[:2]
     observed = [", ".join(class_names[index] for index in row) or "none" for row in picture.observed]
     width, height = PICTURE_INCHES * columns + PICTURE_MARGINS[0], PICTURE_INCHES * rows + PICTURE_MARGINS[1]
