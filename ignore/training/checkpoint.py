@@ -191,8 +191,7 @@ def adopt_best_export(accelerator, resume_from, output_dir, progress, say):
         return  # nothing exported yet, or its own folder's export (test() settles a swap a kill left half done)
     # The main process looks and every rank follows: it alone copies into `target`, so a rank that looked after
     # the copy would skip the barrier below and hang the launch.
-    decision = ["kept" if target.is_dir() else "copy" if (source / "config.json").is_file()
-                and read_info(source).get("epoch") == progress.best_epoch else "choose again"]
+    decision = [export_decision(target, source, progress.best_epoch) if accelerator.is_main_process else None]
     (decision,) = broadcast_object_list(decision)
     if decision == "kept":
         return
@@ -208,6 +207,16 @@ def adopt_best_export(accelerator, resume_from, output_dir, progress, say):
     say(f"the best epoch so far ({progress.best_epoch}, val mAP {progress.best_val_map:.2f}) has no export beside "
         f"{resume_from} any more; the best epoch is chosen among the epochs from here")
     progress.best_epoch, progress.best_val_map = -1, -1.0
+
+
+def export_decision(target, source, best_epoch):
+    """"kept" where this folder has an export, "copy" where the source run's export holds the best epoch, else
+    "choose again"."""
+    if target.is_dir():
+        return "kept"
+    if (source / "config.json").is_file() and read_info(source).get("epoch") == best_epoch:
+        return "copy"
+    return "choose again"
 
 
 def export_model(accelerator, model, export_info, output_dir):
